@@ -1,0 +1,124 @@
+"""Routing one record: ring first, then the filter threshold, then each output's level."""
+import os
+
+from virlogd.filters import FilterSet
+from virlogd.outputs import OutputContext, build
+from virlogd.record import Record
+from virlogd.ring import RingBuffer
+from virlogd.router import Router, RouterState
+from virlogd.specs import parse_filters, parse_outputs
+
+CTX = OutputContext(pid=4711, hostname="testhost")
+
+
+def make_router(outputs: str, filters: str = "", level: int = 3, ring_kb: int = 64):
+    specs, err = parse_outputs(outputs)
+    assert err is None
+    outs = [build(spec, CTX) for spec in specs]
+    fspecs, err = parse_filters(filters)
+    assert err is None
+    ring = RingBuffer(ring_kb * 1024) if ring_kb else None
+    return Router(RouterState(FilterSet(fspecs, level), outs), ring, flush_each=True)
+
+
+def messages(path):
+    return [line.split(" : ")[-1] for line in open(path).read().splitlines()]
+
+
+def test_every_record_reaches_the_ring_whatever_its_priority(tmp_path):
+    """Debug records hidden by the filters are still kept in the ring."""
+    router = make_router(f"1:file:{tmp_path}/a.log")
+    router.route(Record(1, "qemu", "hidden debug"))
+    router.route(Record(3, "qemu", "shown warning"))
+    assert [e.decode().split(" : ")[-1] for e in router.ring.entries()] == [
+        "hidden debug\n", "shown warning\n"]
+    assert messages(tmp_path / "a.log")[-1] == "shown warning"
+    assert "hidden debug" not in messages(tmp_path / "a.log")
+
+
+def test_the_first_matching_filter_sets_the_threshold_above_or_below_the_default(tmp_path):
+    """'1:qemu 4:event': qemu debug passes, event warnings do not, others use the default."""
+    router = make_router(f"1:file:{tmp_path}/a.log", "1:qemu 4:event 3:qemu.monitor")
+    for source, prio in [("qemu.monitor", 1), ("util.event", 3), ("util.event", 4),
+                         ("rpc", 2), ("rpc", 3)]:
+        router.route(Record(prio, source, f"{source}/{prio}"))
+    assert messages(tmp_path / "a.log")[2:] == ["qemu.monitor/1", "util.event/4", "rpc/3"]
+
+
+def test_each_output_applies_its_own_level(tmp_path):
+    """A record goes to every output whose own level it meets."""
+    router = make_router(f"1:file:{tmp_path}/debug.log 4:file:{tmp_path}/err.log", "1:app")
+    router.route(Record(1, "app", "d"))
+    router.route(Record(4, "app", "e"))
+    assert messages(tmp_path / "debug.log")[2:] == ["d", "e"]
+    assert messages(tmp_path / "err.log")[2:] == ["e"]
+
+
+def test_each_output_gets_the_version_and_hostname_headers_first(tmp_path):
+    """Before its first record, whatever its level, at info with no function."""
+    router = make_router(f"4:file:{tmp_path}/err.log")
+    router.route(Record(4, "app", "boom", func="f", line=1))
+    lines = open(tmp_path / "err.log").read().splitlines()
+    assert lines[0].endswith(": 4711: info : virlogd version: 1.0")
+    assert lines[1].endswith(": 4711: info : hostname: testhost")
+    assert lines[2].endswith(": error : f:1 : boom")
+    assert len(lines) == 3
+
+
+def test_a_failing_output_never_stops_the_others_and_is_reported(tmp_path):
+    """/dev/full fails every write: counted there, reported once on the other output."""
+    router = make_router(f"1:file:/dev/full 1:file:{tmp_path}/ok.log")
+    for i in range(5):
+        router.route(Record(3, "app", f"m{i}"))
+    ok = messages(tmp_path / "ok.log")
+    assert [m for m in ok if m.startswith("m")] == ["m0", "m1", "m2", "m3", "m4"]
+    reports = [m for m in ok if "failed" in m]
+    assert reports == ["output '1:file:/dev/full' failed: [Errno 28] No space left on device "
+                       "(1 failure so far)"]
+    full = router.stats()["outputs"][0]
+    assert full["output"] == "1:file:/dev/full" and full["failed"] == 5
+
+
+def test_a_plus_filter_adds_the_stack_to_text_outputs_only(tmp_path):
+    """x:+name puts the record's stack under its line on file outputs."""
+    router = make_router(f"1:file:{tmp_path}/a.log", "1:+qemu")
+    router.route(Record(3, "qemu", "with", stack="frame one\nframe two\n"))
+    router.route(Record(3, "util", "without", stack="frame three\n"))
+    tail = open(tmp_path / "a.log").read().splitlines()[2:]
+    assert [line.split(" : ")[-1] for line in tail] == [
+        "with", "  | frame one", "  | frame two", "without"]
+
+
+def test_a_dump_writes_the_ring_between_banners_and_empties_it(tmp_path):
+    """The dump holds hidden debug records, oldest first, and the ring starts afresh."""
+    router = make_router(f"3:file:{tmp_path}/a.log")
+    router.route(Record(1, "x", "first"))
+    router.route(Record(1, "x", "second"))
+    assert router.dump("Caught User-defined signal 2") == 2
+    text = open(tmp_path / "a.log").read()
+    assert text.startswith("Caught User-defined signal 2 dumping internal log buffer:\n\n"
+                           "    ====== start of log =====\n\n")
+    body = text.split("====== start of log =====\n\n")[1].split("\n\n     ======")[0]
+    assert [line.split(" : ")[-1] for line in body.splitlines()] == ["first", "second"]
+    assert router.ring.entries() == []
+
+
+def test_with_the_buffer_disabled_a_dump_says_so(tmp_path):
+    """log_buffer_size = 0: the dump says the buffer is deactivated."""
+    router = make_router(f"1:file:{tmp_path}/a.log", ring_kb=0)
+    router.dump("Caught User-defined signal 2")
+    assert open(tmp_path / "a.log").read() == (
+        "Caught User-defined signal 2 internal log buffer deactivated\n")
+
+
+def test_files_are_created_private_and_appended_to(tmp_path):
+    """Mode 0600, and an existing file is appended to, never truncated."""
+    path = tmp_path / "a.log"
+    path.write_text("old line\n")
+    os.chmod(path, 0o644)
+    router = make_router(f"1:file:{path}")
+    router.route(Record(3, "x", "new"))
+    assert open(path).read().startswith("old line\n")
+    fresh = tmp_path / "fresh.log"
+    make_router(f"1:file:{fresh}").route(Record(3, "x", "new"))
+    assert os.stat(fresh).st_mode & 0o777 == 0o600

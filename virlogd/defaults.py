@@ -1,0 +1,98 @@
+"""Default paths (root vs. other users) and the default-output rule of DESIGN §3.4.
+
+Pure functions of the environment they are given, so tests can ask "what would root get".
+"""
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from typing import Mapping, Optional
+
+from .specs import OutputSpec
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+
+def _env(env: Optional[Mapping[str, str]]) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def _is_root(uid: Optional[int]) -> bool:
+    return (os.geteuid() if uid is None else uid) == 0
+
+
+def _xdg(env: Mapping[str, str], name: str, fallback: str) -> str:
+    value = env.get(name, "")
+    return value if os.path.isabs(value) else os.path.join(
+        env.get("HOME") or os.path.expanduser("~"), fallback)
+
+
+def runtime_dir(env=None, uid=None) -> str:
+    env = _env(env)
+    if _is_root(uid):
+        return "/run/virlogd"
+    base = env.get("XDG_RUNTIME_DIR", "")
+    if not os.path.isabs(base):
+        # no session runtime dir (cron, su without a login): a private per-user directory
+        return f"/tmp/virlogd-{os.geteuid() if uid is None else uid}"
+    return os.path.join(base, "virlogd")
+
+
+def socket_path(env=None, uid=None) -> str:
+    return os.path.join(runtime_dir(env, uid), "virlogd-sock")
+
+
+def admin_socket_path(env=None, uid=None) -> str:
+    return os.path.join(runtime_dir(env, uid), "virlogd-admin-sock")
+
+
+def ring_path(socket: str) -> str:
+    """The persistent ring lives beside the client socket: one per daemon instance."""
+    return os.path.join(os.path.dirname(socket), "virlogd-ring")
+
+
+def config_path(env=None, uid=None) -> str:
+    if _is_root(uid):
+        return "/etc/virlogd.conf"
+    return os.path.join(_xdg(_env(env), "XDG_CONFIG_HOME", ".config"), "virlogd",
+                        "virlogd.conf")
+
+
+def log_file(env=None, uid=None) -> str:
+    if _is_root(uid):
+        return "/var/log/virlogd/virlogd.log"
+    return os.path.join(_xdg(_env(env), "XDG_CACHE_HOME", ".cache"), "virlogd", "virlogd.log")
+
+
+def journal_writable(path: str = JOURNAL_SOCKET) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode) and os.access(path, os.W_OK)
+    except OSError:
+        return False
+
+
+def stdin_is_tty() -> bool:
+    try:
+        return sys.stdin is not None and os.isatty(sys.stdin.fileno())
+    except (OSError, ValueError):
+        return False
+
+
+def default_output(level: int, detached: bool, *, journal: Optional[bool] = None,
+                   tty: Optional[bool] = None, env=None, uid=None) -> OutputSpec:
+    """journald if its socket is writable and we are detached or stdin is not a tty; else
+    the default file when detached; else stderr. Level = the default priority, except that
+    journald gets 2 for a default of 1 (journald rate-limits floods of debug)."""
+    journal = journal_writable() if journal is None else journal
+    tty = stdin_is_tty() if tty is None else tty
+    if journal and (detached or not tty):
+        return OutputSpec(max(level, 2), "journald")
+    if detached:
+        return OutputSpec(level, "file", log_file(env, uid))
+    return OutputSpec(level, "stderr")
+
+
+def ensure_parent(path: str, mode: int = 0o700) -> None:
+    """Create the directory holding *path* (like libvirt, with a private mode)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=mode, exist_ok=True)

@@ -1,0 +1,247 @@
+"""The in-process library: ``getLogger``, ``configure``, ``dump_buffer``.
+
+The first call that needs settings reads ``LIBVIRT_DEBUG``, ``LIBVIRT_LOG_FILTERS`` and
+``LIBVIRT_LOG_OUTPUTS`` exactly as the daemon does (bad values warned about on stderr, the
+entries before a bad token applied). ``configure()`` is the programmatic way and is strict:
+a bad string raises ``ConfigError`` and changes nothing.
+
+Cost matters most for calls nobody wants, so each ``Logger`` caches the lowest priority that
+does anything (the filter threshold for its source, or 1 while the ring buffer keeps debug
+history); ``configure()`` refreshes every logger, so the cache can never go stale.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import traceback
+from typing import Dict, Mapping, Optional, Union
+
+from . import defaults, fieldnames
+from .errors import ConfigError
+from .filters import FilterSet
+from .outputs import OutputContext, build
+from .outputs.file import FileOutput
+from .priority import parse_priority
+from .record import Record
+from .ring import RingBuffer
+from .router import Router, RouterState
+from .specs import OutputSpec, parse_filters, parse_outputs
+
+DEFAULT_BUFFER_KB = 64
+
+_lock = threading.RLock()
+_router: Optional[Router] = None
+_loggers: Dict[str, "Logger"] = {}
+_current = {"level": 3, "filters": [], "outputs": [], "buffer_size": DEFAULT_BUFFER_KB}
+
+
+def _fallback_output():
+    path = defaults.log_file()
+    defaults.ensure_parent(path)
+    return FileOutput(OutputSpec(1, "file", path), OutputContext())
+
+
+def _build_router(level: int, filters, outputs, buffer_size: int,
+                  old: Optional[Router]) -> Router:
+    specs = outputs or [defaults.default_output(level, detached=False)]
+    ctx = OutputContext()
+    built = []
+    try:
+        for spec in specs:
+            built.append(build(spec, ctx))
+    except BaseException:
+        for out in built:
+            out.close()
+        raise
+    state = RouterState(FilterSet(filters, level), built)
+    if old is not None and old.ring is not None and old.ring.capacity == buffer_size * 1024:
+        ring = old.ring          # same size: keep the history (resizing discards it)
+    else:
+        ring = RingBuffer(buffer_size * 1024) if buffer_size > 0 else None
+    return Router(state, ring, flush_each=True, dump_fallback=_fallback_output)
+
+
+def _from_environment() -> Router:
+    from .settings import load
+    settings = load(config_file=None, explicit=False, env=os.environ, flags={})
+    for problem in settings.problems:
+        print(problem, file=sys.stderr)
+    _current.update(level=settings.log_level, filters=list(settings.filters),
+                    outputs=list(settings.outputs))
+    good = []
+    ctx = OutputContext()
+    for spec in settings.outputs:       # an output that cannot be opened is skipped, loudly
+        try:
+            build(spec, ctx).close()
+            good.append(spec)
+        except (OSError, ValueError) as err:
+            print(f"virlogd: warning: LIBVIRT_LOG_OUTPUTS: cannot open output '{spec}': "
+                  f"{err}; ignored", file=sys.stderr)
+    _current["outputs"] = good
+    return _build_router(settings.log_level, settings.filters, good,
+                         DEFAULT_BUFFER_KB, None)
+
+
+def _get_router() -> Router:
+    global _router
+    router = _router
+    if router is None:
+        with _lock:
+            if _router is None:
+                _router = _from_environment()
+                atexit.register(_at_exit)
+            router = _router
+    return router
+
+
+def _at_exit() -> None:
+    router = _router
+    if router is not None:
+        router.close()
+
+
+def configure(level: Union[int, str, None] = None, filters: Optional[str] = None,
+              outputs: Optional[str] = None, buffer_size: Optional[int] = None) -> None:
+    """Set the library's logging; arguments left as None keep their current value.
+
+    All-or-nothing: a bad value raises ``ConfigError`` naming it and nothing changes.
+    """
+    global _router
+    with _lock:
+        old = _get_router()
+        new_level = _current["level"] if level is None else _check_level(level)
+        new_filters = _current["filters"] if filters is None else _strict(parse_filters(filters),
+                                                                          "filters")
+        new_outputs = _current["outputs"] if outputs is None else _strict(parse_outputs(outputs),
+                                                                          "outputs")
+        new_size = _current["buffer_size"] if buffer_size is None else _check_size(buffer_size)
+        try:
+            router = _build_router(new_level, new_filters, new_outputs, new_size, old)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot open outputs {outputs!r}: {err}") from None
+        old.close()
+        _router = router
+        _current.update(level=new_level, filters=new_filters, outputs=new_outputs,
+                        buffer_size=new_size)
+        for logger in _loggers.values():
+            logger._refresh(router)
+
+
+def _strict(parsed, what: str):
+    specs, error = parsed
+    if error is not None:
+        raise ConfigError(f"invalid {what} \"{error.text}\": {error.message}")
+    return specs
+
+
+def _check_level(level: Union[int, str]) -> int:
+    if isinstance(level, int) and not isinstance(level, bool) and 1 <= level <= 4:
+        return level
+    try:
+        return parse_priority(str(level)) if isinstance(level, str) else _bad_level(level)
+    except ValueError as err:
+        raise ConfigError(f"invalid level: {err}") from None
+
+
+def _bad_level(level) -> int:
+    raise ValueError(f"invalid priority {level!r} (expected 1-4 or debug, info, warning, "
+                     f"error)")
+
+
+def _check_size(size: int) -> int:
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+        return size
+    raise ConfigError(f"invalid buffer_size {size!r}: expected a number of kB, 0 or more")
+
+
+def dump_buffer(reason: str = "Dump requested") -> int:
+    """Write the ring buffer between libvirt's banners to the text outputs; return how many
+    records it held."""
+    return _get_router().dump(reason)
+
+
+def getLogger(name: str) -> "Logger":   # noqa: N802 - the stdlib's spelling, on purpose
+    logger = _loggers.get(name)
+    if logger is None:
+        with _lock:
+            logger = _loggers.setdefault(name, Logger(name))
+    return logger
+
+
+class Logger:
+    """Logs records from one source; ``name`` is what filters match."""
+
+    __slots__ = ("name", "_min", "_router")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._refresh(_get_router())
+
+    def _refresh(self, router: Router) -> None:
+        threshold = router.decide(self.name)[0]
+        self._min = 1 if router.ring is not None else threshold
+        self._router = router
+
+    def debug(self, msg: str, *args, **meta) -> None:
+        if self._min <= 1:
+            self._log(1, msg, args, meta)
+
+    def info(self, msg: str, *args, **meta) -> None:
+        if self._min <= 2:
+            self._log(2, msg, args, meta)
+
+    def warning(self, msg: str, *args, **meta) -> None:
+        if self._min <= 3:
+            self._log(3, msg, args, meta)
+
+    def error(self, msg: str, *args, **meta) -> None:
+        self._log(4, msg, args, meta)
+
+    def log(self, priority: int, msg: str, *args, **meta) -> None:
+        if not isinstance(priority, int) or not 1 <= priority <= 4:
+            raise ValueError(f"invalid priority {priority!r} (expected 1-4)")
+        if self._min <= priority:
+            self._log(priority, msg, args, meta, depth=3)
+
+    def _log(self, priority: int, msg: str, args: tuple, meta: Mapping, depth: int = 2) -> None:
+        router = self._router
+        frame = sys._getframe(depth)
+        fields = _fields(meta) if meta else None
+        stack = None
+        if router.decide(self.name)[1]:
+            stack = "".join(traceback.format_stack(frame))
+        exc_info = meta.get("exc_info") if meta else None
+        if exc_info:
+            exc = sys.exc_info() if exc_info is True else exc_info
+            if isinstance(exc, BaseException):
+                exc = (type(exc), exc, exc.__traceback__)
+            if exc and exc[0] is not None:
+                stack = (stack or "") + "".join(traceback.format_exception(*exc))
+        code = frame.f_code
+        router.route(Record(priority, self.name, msg % args if args else str(msg),
+                            func=code.co_name, line=frame.f_lineno, file=code.co_filename,
+                            fields=fields, stack=stack))
+
+
+_META = {"message_id": "MESSAGE_ID", "domain": "LIBVIRT_DOMAIN", "code": "LIBVIRT_CODE"}
+
+
+def _fields(meta: Mapping) -> dict:
+    fields = {}
+    for key, value in meta.items():
+        if key in _META:
+            if value is not None:
+                fields[_META[key]] = _value(value)
+        elif key == "fields":
+            for name, val in (value or {}).items():
+                fields[fieldnames.check(name)] = _value(val)
+        elif key != "exc_info":
+            raise TypeError(f"unexpected keyword argument '{key}' (use message_id, domain, "
+                            f"code, fields or exc_info)")
+    return fields
+
+
+def _value(value):
+    return value if isinstance(value, (str, bytes)) else str(value)

@@ -1,0 +1,81 @@
+"""What every output is: a destination with its own minimum level.
+
+The router calls ``handle()``; an output writes its two header records (``virlogd version:``
+and ``hostname:``) before the first record it accepts, whatever its own level, as libvirt
+does. ``emit()`` may raise: the router counts and reports failures, an output never needs to
+protect the others. Text outputs (stderr, file) also receive dumps and stack traces.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import __version__
+from ..record import Record
+from ..specs import OutputSpec
+
+
+@dataclass
+class OutputContext:
+    """What outputs need to know beyond their spec."""
+    pid: int = 0
+    hostname: str = ""
+    version: str = __version__
+    max_size: int = 0          # file rotation, bytes; 0 = off
+    max_backups: int = 3
+    remote_ca_file: Optional[str] = None
+    remote_queue_size: int = 10000
+    ident: str = "virlogd"     # the program name a relay reports for itself
+
+    def __post_init__(self) -> None:
+        self.pid = self.pid or os.getpid()
+        self.hostname = self.hostname or socket.gethostname()
+
+
+class Output:
+    text = False       # receives dumps and stacks
+
+    def __init__(self, spec: OutputSpec, ctx: OutputContext) -> None:
+        self.spec = spec
+        self.priority = spec.priority
+        self.ctx = ctx
+        self.written = 0
+        self.failed = 0
+        self.dropped = 0
+        self.last_error: Optional[str] = None
+        self.started = False
+
+    def header_records(self, when: float):
+        return [Record(2, "util.log", f"virlogd version: {self.ctx.version}", time=when,
+                       pid=self.ctx.pid),
+                Record(2, "util.log", f"hostname: {self.ctx.hostname}", time=when,
+                       pid=self.ctx.pid)]
+
+    def handle(self, record: Record, line: str) -> None:
+        if not self.started:
+            self.started = True
+            from ..textformat import format_line
+            for header in self.header_records(record.time):
+                self.emit(header, format_line(header))
+        self.emit(record, line)
+        self.written += 1
+
+    def emit(self, record: Record, line: str) -> None:   # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def write_text(self, text: str) -> None:
+        """Write raw text (a dump); only text outputs implement it."""
+
+    def flush(self) -> None:
+        """Push buffered data to the destination."""
+
+    def poll(self) -> None:
+        """Periodic housekeeping (reopen after external rotation, reconnect...)."""
+
+    def close(self) -> None:
+        self.flush()
+
+    def describe(self) -> str:
+        return str(self.spec)

@@ -1,0 +1,174 @@
+"""The router: every record to the ring, then through the filters to the outputs.
+
+State (default level, filters, outputs) is an immutable ``RouterState`` swapped in one
+assignment, so a runtime change is all-or-nothing and a record is routed wholly under the old
+or wholly under the new settings. One lock serialises routing (as libvirt's global mutex does)
+so lines never interleave; the daemon has one thread and never contends for it.
+
+An output failure is counted on that output and reported on the *other* outputs, at most once
+per ``report_interval`` seconds per output, and never raised: logging must not take its host
+down, and one broken destination must not silence the rest.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .filters import FilterSet
+from .outputs.base import Output
+from .record import Record
+from .ring import RingBuffer
+from .textformat import dump_text, format_line
+
+
+class RouterState:
+    __slots__ = ("filters", "outputs")
+
+    def __init__(self, filters: FilterSet, outputs: Sequence[Output]) -> None:
+        self.filters = filters
+        self.outputs = tuple(outputs)
+
+    @property
+    def default_level(self) -> int:
+        return self.filters.default
+
+
+class Router:
+    def __init__(self, state: RouterState, ring: Optional[RingBuffer] = None, *,
+                 flush_each: bool = False, report_interval: float = 10.0,
+                 dump_fallback: Optional[Callable[[], Output]] = None) -> None:
+        self.state = state
+        self.ring = ring
+        self.flush_each = flush_each
+        self.report_interval = report_interval
+        self.dump_fallback = dump_fallback
+        self.received = 0
+        self.dropped: Dict[str, int] = {}
+        self.serial = 0            # bumped on every change; lets callers cache decisions
+        self._lock = threading.RLock()
+        self._last_report: Dict[int, float] = {}
+
+    # -- the record path -------------------------------------------------------------
+    def route(self, record: Record) -> None:
+        with self._lock:
+            self.received += 1
+            state = self.state
+            threshold, stack = state.filters.decide(record.source)
+            ring = self.ring
+            if ring is None and record.priority < threshold:
+                return
+            line = format_line(record)
+            if ring is not None:
+                ring.append(line.encode("utf-8", "surrogateescape"))
+                if record.priority < threshold:
+                    return
+            full = format_line(record, True) if stack and record.stack else line
+            for out in state.outputs:
+                if record.priority >= out.priority:
+                    try:
+                        out.handle(record, full if out.text else line)
+                    except Exception as err:  # noqa: BLE001 - isolate every output
+                        self._failed(out, err)
+            if self.flush_each:
+                self._flush(state.outputs)
+
+    def count_drop(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush(self.state.outputs)
+
+    def _flush(self, outputs: Sequence[Output]) -> None:
+        for out in outputs:
+            try:
+                out.flush()
+            except Exception as err:  # noqa: BLE001
+                self._failed(out, err)
+
+    def _failed(self, failing: Output, err: Exception) -> None:
+        failing.failed += 1
+        failing.last_error = f"{type(err).__name__}: {err}" if not isinstance(err, OSError) \
+            else str(err)
+        now = time.monotonic()
+        last = self._last_report.get(id(failing))
+        if last is not None and now - last < self.report_interval:
+            return
+        self._last_report[id(failing)] = now
+        report = Record(4, "virlogd.output",
+                        f"output '{failing.describe()}' failed: {failing.last_error} "
+                        f"({failing.failed} failure{'s' if failing.failed != 1 else ''} so far)")
+        line = format_line(report)
+        for out in self.state.outputs:
+            if out is failing:
+                continue
+            try:
+                out.handle(report, line)
+                out.flush()
+            except Exception:  # noqa: BLE001 - counted, never reported recursively
+                out.failed += 1
+
+    # -- changes ---------------------------------------------------------------------
+    def apply(self, state: RouterState) -> RouterState:
+        """Swap in *state*; return the old one (the caller closes what is no longer used)."""
+        with self._lock:
+            self._flush(self.state.outputs)
+            old, self.state = self.state, state
+            self.serial += 1
+            return old
+
+    def decide(self, source: str):
+        return self.state.filters.decide(source)
+
+    # -- dumps -----------------------------------------------------------------------
+    def dump(self, reason: str, entries: Optional[List[bytes]] = None, *,
+             recovered: bool = False) -> int:
+        """Write the ring (or *entries*, for a recovered buffer) between libvirt's banners to
+        every text output, or to the fallback file; return how many records were dumped."""
+        with self._lock:
+            self._flush(self.state.outputs)
+            if entries is None and self.ring is not None:
+                entries = self.ring.entries()
+                self.ring.clear()
+            lines = None if entries is None else \
+                [entry.decode("utf-8", "surrogateescape") for entry in entries]
+            text = dump_text(reason, lines, recovered=recovered)
+            targets = [out for out in self.state.outputs if out.text]
+            fallback = None
+            if not targets and self.dump_fallback is not None:
+                fallback = self.dump_fallback()
+                targets = [fallback]
+            for out in targets:
+                try:
+                    out.write_text(text)
+                except Exception as err:  # noqa: BLE001
+                    self._failed(out, err)
+            if fallback is not None:
+                fallback.close()
+            return len(lines or ())
+
+    def close(self) -> None:
+        with self._lock:
+            for out in self.state.outputs:
+                try:
+                    out.close()
+                except Exception:  # noqa: BLE001 - closing must reach every output
+                    out.failed += 1
+
+    # -- introspection ---------------------------------------------------------------
+    def stats(self) -> dict:
+        with self._lock:
+            ring = self.ring
+            return {
+                "received": self.received,
+                "dropped": dict(self.dropped),
+                "outputs": [{"output": out.describe(), "written": out.written,
+                             "failed": out.failed, "dropped": out.dropped,
+                             "last_error": out.last_error}
+                            for out in self.state.outputs],
+                "buffer": {"used": ring.used if ring else 0,
+                           "size": ring.capacity if ring else 0,
+                           "skipped": ring.skipped if ring else 0},
+            }

@@ -1,0 +1,79 @@
+"""Text formats: libvirt's line for stderr/file outputs and the ring, and the syslog payload.
+
+``2026-11-23 14:29:04.771+0000: 4711: debug : virInitialize:278 : register drivers``
+
+Always UTC with a literal ``+0000``. A message may contain newlines or control characters;
+written raw they could forge a record line (or a dump banner) in a file that tools and people
+parse, so every continuation line starts with ``CONTINUATION`` — which no record line or banner
+starts with — and other control characters are shown escaped (``\\x1b``).
+"""
+from __future__ import annotations
+
+import re
+import time as _time
+from typing import Optional
+
+from .priority import NAMES
+
+CONTINUATION = "  | "
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_second_cache = [-1, ""]
+
+
+def format_time(when: float) -> str:
+    """``YYYY-MM-DD HH:MM:SS.mmm+0000`` in UTC; the date part is cached per second."""
+    millis = int(when * 1000)
+    seconds, ms = divmod(millis, 1000)
+    if _second_cache[0] != seconds:
+        _second_cache[0] = seconds
+        _second_cache[1] = _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(seconds))
+    return f"{_second_cache[1]}.{ms:03d}+0000"
+
+
+def _escape_control(match: "re.Match[str]") -> str:
+    char = match.group()
+    if char == "\n":
+        return "\n" + CONTINUATION
+    return f"\\x{ord(char):02x}"
+
+
+def neutralise(text: str) -> str:
+    """Make *text* safe to write as (the tail of) one record in a line-oriented file."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape_control, text.replace("\r\n", "\n"))
+
+
+def _body(pid: int, priority: int, func: Optional[str], line: int, message: str) -> str:
+    if func:
+        return f"{pid}: {NAMES.get(priority, priority)} : {func}:{line} : {neutralise(message)}"
+    return f"{pid}: {NAMES.get(priority, priority)} : {neutralise(message)}"
+
+
+def format_line(record, with_stack: bool = False) -> str:
+    """The full text line with its trailing newline; with the stack when asked (``+``)."""
+    text = (f"{format_time(record.time)}: "
+            f"{_body(record.pid, record.priority, record.func, record.line, record.message)}\n")
+    if with_stack and record.stack:
+        text += "".join(f"{CONTINUATION}{neutralise(row)}\n"
+                        for row in record.stack.rstrip("\n").split("\n"))
+    return text
+
+
+def syslog_payload(record) -> str:
+    """The syslog message: the text line without its timestamp (syslog adds its own)."""
+    return _body(record.pid, record.priority, record.func, record.line, record.message)
+
+
+def dump_text(reason: str, lines, *, recovered: bool = False) -> str:
+    """libvirt's dump: a line saying why, then the buffer between the banners."""
+    what = "recovered log buffer of a previous run" if recovered else "internal log buffer"
+    if lines is None:
+        return f"{reason} {what} deactivated\n"
+    body = "".join(lines)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return (f"{reason} dumping {what}:\n\n"
+            f"    ====== start of log =====\n\n"
+            f"{body}\n"
+            f"     ====== end of log =====\n")
