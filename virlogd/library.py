@@ -65,9 +65,9 @@ def _build_router(level: int, filters, outputs, buffer_size: int,
 
 def _from_environment() -> Router:
     from .settings import load
-    settings = load(config_file=None, explicit=False, env=os.environ, flags={})
+    settings = load(read_config_file=False, env=os.environ)
     for problem in settings.problems:
-        print(problem, file=sys.stderr)
+        print(f"virlogd: warning: {problem}", file=sys.stderr)
     _current.update(level=settings.log_level, filters=list(settings.filters),
                     outputs=list(settings.outputs))
     good = []

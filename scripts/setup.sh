@@ -1,0 +1,36 @@
+#!/bin/bash
+# Installs everything virlogd needs on a Debian 12 machine and makes .venv; safe to re-run:
+# each step is skipped when what it makes is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: python3-venv (the venv), gcc/pkg-config/python3-dev/libsystemd-dev (the
+# systemd-python build), rsyslog and systemd (the real syslog and journald the tests start),
+# util-linux (unshare), make, logrotate.
+PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev make rsyslog systemd util-linux logrotate openssl"
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: missing Debian packages:$missing (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "setup: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# Debian's own interpreter: the one the apt packages above were built for.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.virlogd-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi

@@ -1,0 +1,4 @@
+"""``python -m virlogd``: the daemon."""
+from .cli import main_entry
+
+main_entry()

@@ -1,0 +1,290 @@
+"""The daemon: settings in, sockets open, records routed until told to stop.
+
+One thread runs everything (``loop.EventLoop``): client reads, admin requests, periodic
+output housekeeping, signal work. Start-up order matters and is the contract with systemd:
+outputs first (so a recovered buffer has somewhere to go), then the sockets, and only once
+they accept, ``READY=1``. Shutdown is the reverse, and loses nothing: stop accepting, read
+what every client already sent, flush every output, mark the ring clean.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, List, Optional
+
+from . import crash, defaults, signals, systemd
+from .errors import ConfigError
+from .filters import FilterSet
+from .loop import EventLoop
+from .outputs import OutputContext, build
+from .outputs.file import FileOutput
+from .priority import parse_priority
+from .record import Record
+from .ring import RingBuffer
+from .router import Router, RouterState
+from .settings import Settings
+from .sockets import bind_unix
+from .specs import OutputSpec, format_filters, format_outputs, parse_filters, parse_outputs
+
+FLUSH_INTERVAL = 0.5      # seconds between output housekeeping (rotation checks, retries)
+
+
+class StartError(Exception):
+    """The daemon cannot start; ``str()`` is the sentence for the administrator."""
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, detached: bool = False) -> None:
+        self.settings = settings
+        self.detached = detached
+        self.loop = EventLoop()
+        self.ctx = OutputContext(max_size=settings.max_size, max_backups=settings.max_backups,
+                                 remote_ca_file=settings.remote_ca_file,
+                                 remote_queue_size=settings.remote_queue_size)
+        self.level = settings.log_level
+        self.filters = list(settings.filters)
+        self.output_specs: List[OutputSpec] = list(settings.outputs)
+        self.ring: Optional[RingBuffer] = None
+        self.router: Optional[Router] = None
+        self.sockets: Dict[str, object] = {}
+        self.bound_paths: List[str] = []          # sockets we created (and so remove)
+        self.client_server = None
+        self.admin_server = None
+        self.syslog_input = None
+        self.hangups = 0
+        self.exit_status = 0
+
+    # -- start -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Open outputs, recover a previous buffer, open sockets; raise StartError."""
+        s = self.settings
+        socket_path = s.socket_path
+        recovered = None
+        if s.log_buffer_size > 0:
+            ring_file = defaults.ring_path(socket_path)
+            try:
+                defaults.ensure_parent(ring_file, 0o755)
+                recovered = RingBuffer.recover(ring_file)
+                self.ring = RingBuffer(s.log_buffer_size * 1024, ring_file)
+            except OSError as err:
+                raise StartError(f"cannot create the ring buffer file {ring_file}: "
+                                 f"{err.strerror or err}") from None
+        outputs = self._build_outputs(self._effective_specs(self.output_specs, self.level),
+                                      strict=False)
+        self.router = Router(RouterState(FilterSet(self.filters, self.level), outputs),
+                             self.ring, dump_fallback=self._fallback_output)
+        if recovered:
+            self.router.dump("Previous virlogd run ended without stopping cleanly;",
+                             recovered, recovered=True)
+            self.router.flush()
+        self._open_sockets()
+        self.loop.after_batch.append(self.router.flush)
+        self.loop.call_every(FLUSH_INTERVAL, self._housekeeping)
+
+    def _open_sockets(self) -> None:
+        s = self.settings
+        expected = {systemd.CLIENT: s.socket_path, systemd.ADMIN: s.admin_socket_path}
+        if s.syslog_socket_path:
+            expected[systemd.SYSLOG] = s.syslog_socket_path
+        activated = systemd.activated_sockets(expected=expected)
+        import socket as _socket
+        plan = [(systemd.CLIENT, s.socket_path, _socket.SOCK_STREAM, s.socket_perms,
+                 s.socket_group),
+                (systemd.ADMIN, s.admin_socket_path, _socket.SOCK_STREAM, 0o600, None)]
+        if s.syslog_socket_path:
+            plan.append((systemd.SYSLOG, s.syslog_socket_path, _socket.SOCK_DGRAM, 0o666, None))
+        for role, path, kind, mode, group in plan:
+            sock = activated.get(role)
+            if sock is None:
+                try:
+                    sock = bind_unix(path, kind, mode=mode, group=group)
+                except OSError as err:
+                    raise StartError(f"cannot listen on {path}: {err.strerror or err}") \
+                        from None
+                self.bound_paths.append(path)
+            self.sockets[role] = sock
+        from .admin import AdminServer
+        from .server import ClientServer
+        self.client_server = ClientServer(self.loop, self.router, self.sockets[systemd.CLIENT],
+                                          max_clients=s.max_clients)
+        self.client_server.start()
+        self.admin_server = AdminServer(self.loop, self, self.sockets[systemd.ADMIN])
+        if systemd.SYSLOG in self.sockets:
+            from .syslog_input import SyslogInput
+            self.syslog_input = SyslogInput(self.loop, self.router, self.sockets[systemd.SYSLOG])
+
+    def _fallback_output(self):
+        """Where a dump goes when there is no text output: the default file of §3.4."""
+        path = defaults.log_file()
+        defaults.ensure_parent(path)
+        return FileOutput(OutputSpec(1, "file", path), self.ctx)
+
+    def _effective_specs(self, specs: List[OutputSpec], level: int) -> List[OutputSpec]:
+        if specs:
+            return specs
+        return [defaults.default_output(level, self.detached)]
+
+    def _build_outputs(self, specs: List[OutputSpec], *, strict: bool, reuse=()) -> list:
+        """Live outputs for *specs*. At start an output that cannot be opened is skipped
+        with a warning (the others must still work); a runtime change is all-or-nothing."""
+        reusable = {str(out.spec): out for out in reuse}
+        built, fresh = [], []
+        for spec in specs:
+            if str(spec) in reusable:
+                built.append(reusable.pop(str(spec)))
+                continue
+            try:
+                out = build(spec, self.ctx)
+            except (OSError, ValueError) as err:
+                reason = getattr(err, "strerror", None) or str(err)
+                if strict:
+                    for out in fresh:
+                        out.close()
+                    raise ConfigError(f"cannot open output '{spec}': {reason}") from None
+                sys.stderr.write(f"virlogd: warning: cannot open output '{spec}': {reason}; "
+                                 f"ignored\n")
+                continue
+            built.append(out)
+            fresh.append(out)
+        return built
+
+    def _housekeeping(self) -> None:
+        for out in self.router.state.outputs:
+            try:
+                out.poll()
+            except Exception as err:  # noqa: BLE001 - a failing output never stops the daemon
+                self.router._failed(out, err)
+
+    # -- run and stop ----------------------------------------------------------------
+    def run(self) -> int:
+        signals.install(self.loop, stop=self.stop, dump=self.dump_signal,
+                        hangup=self.hangup)
+        systemd.notify(f"READY=1\nSTATUS=Accepting records on {self.settings.socket_path}\n"
+                       f"MAINPID={os.getpid()}")
+        self.log(2, "virlogd.daemon", f"virlogd started (pid {os.getpid()}), "
+                                      f"listening on {self.settings.socket_path}")
+        self.loop.run()
+        return self.exit_status
+
+    def stop(self) -> None:
+        signals.block_stop_signals()
+        systemd.notify("STOPPING=1")
+        self.loop.stop()
+
+    def shutdown(self) -> None:
+        """Stop accepting, drain what clients already sent, flush and close everything."""
+        if self.client_server is not None:
+            self.client_server.stop_accepting()
+            self.client_server.drain()
+        if self.syslog_input is not None:
+            self.syslog_input.drain()
+        for role, sock in self.sockets.items():
+            sock.close()
+        for path in self.bound_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if self.router is not None:
+            self.router.flush()
+            self.router.close()
+        if self.ring is not None:
+            self.ring.close()
+        self.loop.close()
+
+    def emergency_dump(self, reason: str) -> None:
+        """From a crash handler: write the buffer with what is at hand, then flush."""
+        if self.router is not None:
+            self.router.dump(reason)
+            self.router.flush()
+        if self.ring is not None:
+            self.ring.close()    # dumped: nothing left for the next start to recover
+
+    # -- signals ---------------------------------------------------------------------
+    def dump_signal(self) -> None:
+        self.router.dump("Caught User-defined signal 2")
+        self.router.flush()
+
+    def hangup(self) -> None:
+        self.hangups += 1
+        if self.hangups == 1:
+            self.log(3, "virlogd.daemon", "SIGHUP ignored: virlogd does not reload its "
+                                          "configuration; restart it to apply changes")
+
+    def log(self, priority: int, source: str, message: str) -> None:
+        self.router.route(Record(priority, source, message, func=None))
+
+    # -- the admin interface (virlogd-admin) -----------------------------------------
+    def get_filters(self) -> str:
+        return format_filters(self.filters)
+
+    def get_outputs(self) -> str:
+        return format_outputs(self.output_specs) or \
+            format_outputs(self._effective_specs([], self.level))
+
+    def get_level(self) -> int:
+        return self.level
+
+    def set_filters(self, text: str, who: str) -> None:
+        specs, error = parse_filters(text)
+        if error is not None:
+            raise ConfigError(error.message)
+        old = self.get_filters()
+        self.filters = specs
+        self.router.apply(RouterState(FilterSet(specs, self.level), self.router.state.outputs))
+        self.log(2, "virlogd.admin", f"log filters changed from \"{old}\" to "
+                                     f"\"{self.get_filters()}\" by {who}")
+
+    def set_outputs(self, text: str, who: str) -> None:
+        specs, error = parse_outputs(text)
+        if error is not None:
+            raise ConfigError(error.message)
+        self._swap_outputs(specs, self.level)
+        old = format_outputs(self.output_specs)
+        self.output_specs = specs
+        self.log(2, "virlogd.admin", f"log outputs changed from \"{old}\" to "
+                                     f"\"{format_outputs(specs)}\" by {who}")
+
+    def set_level(self, text: str, who: str) -> None:
+        try:
+            level = int(parse_priority(text.strip()))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        old = self.level
+        if not self.output_specs:          # the default output follows the default level
+            self._swap_outputs([], level, filters=True)
+        else:
+            self.router.apply(RouterState(FilterSet(self.filters, level),
+                                          self.router.state.outputs))
+        self.level = level
+        self.log(2, "virlogd.admin", f"log level changed from {old} to {level} by {who}")
+
+    def _swap_outputs(self, specs: List[OutputSpec], level: int, filters=True) -> None:
+        current = self.router.state.outputs
+        new = self._build_outputs(self._effective_specs(specs, level), strict=True,
+                                  reuse=current)
+        self.router.apply(RouterState(FilterSet(self.filters, level), new))
+        for out in current:
+            if out not in new:
+                try:
+                    out.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def dump(self) -> int:
+        count = self.router.dump("Dump requested by virlogd-admin;")
+        self.router.flush()
+        return count
+
+    def stats(self) -> dict:
+        stats = self.router.stats()
+        if self.client_server is not None:
+            server = self.client_server.stats()
+            stats["clients"] = server.get("clients", 0)
+            stats["server"] = server
+        stats["sighup_ignored"] = self.hangups
+        return stats
+
+
+def install_crash_handlers(daemon: Daemon, die) -> None:
+    crash.install(daemon.emergency_dump, die)

@@ -1,0 +1,317 @@
+"""Settings: the config file, then the ``LIBVIRT_*`` environment, then the flags.
+
+Merged value by value; a later source replaces a value wholesale, and every value remembers
+where it came from (``/etc/virlogd.conf:3``, ``LIBVIRT_DEBUG``, ``--log-level``), because the
+first question an administrator asks of a daemon is "why is it doing that?".
+
+Nothing here touches the outside world except reading the one config file: the environment
+and the flags are passed in, so tests ask "what would this combination give" directly.
+Problems never raise: they are collected as sentences (``problems``) and the caller decides,
+the daemon printing them as warnings, ``--check-config`` turning them into exit status 1.
+The one exception is a file that cannot be read or is not TOML (``fatal``): then there is no
+way to know what the administrator meant, and the start stops.
+"""
+from __future__ import annotations
+
+import difflib
+import grp
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from . import defaults
+from .priority import parse_priority
+from .specs import FilterSpec, OutputSpec, format_filters, format_outputs, \
+    parse_filters, parse_outputs
+
+try:                                   # Python 3.11+
+    import tomllib as _toml
+except ModuleNotFoundError:            # pragma: no cover - Python 3.9 and 3.10
+    import tomli as _toml  # type: ignore[no-redef]
+
+DEFAULT_LEVEL = 3
+DEFAULT_BUFFER_KB = 64
+MAX_BUFFER_KB = 1024 * 1024            # 1 GiB: beyond this it is a typo, not a buffer
+
+
+# -- type checks: each returns the value to use, or raises ValueError(why) --------------
+def _int_in(low: int, high: int, what: str) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be {what}, not {_describe(value)}")
+        if not low <= value <= high:
+            raise ValueError(f"must be {what}, not {value}")
+        return value
+    return check
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {_describe(value)}")
+    return value
+
+
+def _path(value: Any) -> str:
+    value = _string(value)
+    if not value:
+        raise ValueError("must be a path, not an empty string")
+    return value
+
+
+def _perms(value: Any) -> int:
+    if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value):
+        raise ValueError(f'must be an octal mode string such as "0666", not '
+                         f'{_describe(value)}')
+    return int(value, 8)
+
+
+def _group(value: Any) -> str:
+    value = _string(value)
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        raise ValueError(f'names no group on this system: "{value}"') from None
+    return value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    check: Callable[[Any], Any]
+    default: Any
+    env: Optional[str] = None
+    flag: Optional[str] = None
+    doc: str = ""
+
+
+KEYS: Dict[str, Key] = {k.name: k for k in (
+    Key("log_level", _int_in(0, 4, "an integer from 0 to 4 (0 = unset)"), 0, "LIBVIRT_DEBUG",
+        "--log-level"),
+    Key("log_filters", _string, "", "LIBVIRT_LOG_FILTERS", "--log-filters"),
+    Key("log_outputs", _string, "", "LIBVIRT_LOG_OUTPUTS", "--log-outputs"),
+    Key("log_buffer_size", _int_in(0, MAX_BUFFER_KB, f"an integer from 0 to {MAX_BUFFER_KB}"),
+        DEFAULT_BUFFER_KB, None, "--log-buffer-size"),
+    Key("socket_path", _path, None, None, "--socket"),
+    Key("socket_perms", _perms, 0o666),
+    Key("socket_group", _group, None),
+    Key("admin_socket_path", _path, None, None, "--admin-socket"),
+    Key("syslog_socket_path", _path, None),
+    Key("max_size", _int_in(0, 2**63 - 1, "a size in bytes, 0 or more"), 2 * 1024 * 1024),
+    Key("max_backups", _int_in(0, 1000, "an integer from 0 to 1000"), 3),
+    Key("max_clients", _int_in(1, 65536, "an integer from 1 to 65536"), 1024),
+    Key("remote_ca_file", _path, None),
+    Key("remote_queue_size", _int_in(1, 10_000_000, "an integer from 1 to 10000000"), 10000),
+)}
+
+# Keys that hold paths: a relative path in the config is relative to the config file's
+# directory (where its author was looking), on the command line to the working directory.
+PATH_KEYS = ("socket_path", "admin_socket_path", "syslog_socket_path", "remote_ca_file")
+
+
+@dataclass
+class Settings:
+    values: Dict[str, Any]
+    sources: Dict[str, str]                       # key -> "default", "FILE:LINE", "VAR", "--flag"
+    problems: List[str] = field(default_factory=list)
+    fatal: Optional[str] = None                   # the start cannot go on
+    config_file: Optional[str] = None             # the file that was read, if any
+    filters: List[FilterSpec] = field(default_factory=list)
+    outputs: List[OutputSpec] = field(default_factory=list)
+    log_level: int = DEFAULT_LEVEL                # effective default priority, -v applied
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+# -- the config file --------------------------------------------------------------------
+def _key_lines(text: str) -> Dict[str, int]:
+    """Line of each top-level ``key =`` (tomllib keeps no positions; libvirtd.conf keys
+    are plain names at the start of a line, which is what we look for)."""
+    lines: Dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("["):
+            break                                 # tables: their keys are not top level
+        found = re.match(r"\s*([A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')\s*=", line)
+        if found:
+            lines.setdefault(found.group(1).strip("\"'"), number)
+    return lines
+
+
+def read_config(path: str) -> Tuple[Dict[str, Any], Dict[str, int]]:
+    """Parse *path*; raise OSError if unreadable, ValueError (parser text) if not TOML."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    text = data.decode("utf-8", "replace")
+    try:
+        table = _toml.loads(text)
+    except _toml.TOMLDecodeError as err:
+        raise ValueError(str(err)) from None
+    return table, _key_lines(text)
+
+
+def nearest_key(name: str) -> str:
+    return max(KEYS, key=lambda known: difflib.SequenceMatcher(None, name, known).ratio())
+
+
+# -- merging ----------------------------------------------------------------------------
+def load(*, config_file: Optional[str] = None, explicit: bool = False, read_config_file=True,
+         env: Optional[Mapping[str, str]] = None, flags: Optional[Mapping[str, Any]] = None,
+         verbose: bool = False, cwd: Optional[str] = None, uid: Optional[int] = None
+         ) -> Settings:
+    """Everything the daemon (or the library, with ``read_config_file=False``) would use.
+
+    *flags* maps key names to the values given on the command line (already typed by the
+    argument parser, so only present keys count); *explicit* says the file was named with
+    ``--config`` (then a missing file is an error, not "no config").
+    """
+    env = os.environ if env is None else env
+    flags = flags or {}
+    cwd = cwd or os.getcwd()
+    values = {name: key.default for name, key in KEYS.items()}
+    sources = {name: "default" for name in KEYS}
+    values["socket_path"] = defaults.socket_path(env, uid)
+    values["admin_socket_path"] = defaults.admin_socket_path(env, uid)
+    settings = Settings(values, sources)
+    raw_strings: Dict[str, str] = {}              # filters/outputs text, parsed once at the end
+
+    # 1. the config file
+    if read_config_file:
+        path = config_file or defaults.config_path(env, uid)
+        _apply_file(settings, path, explicit, raw_strings)
+        if settings.fatal:
+            return settings
+
+    # 2. the environment: an empty variable is the same as an unset one
+    debug = env.get("LIBVIRT_DEBUG", "")
+    if debug:
+        try:
+            values["log_level"] = int(parse_priority(debug.strip()))
+            sources["log_level"] = "LIBVIRT_DEBUG"
+        except ValueError as err:
+            settings.problems.append(f"LIBVIRT_DEBUG: {err}; ignored")
+    for name in ("log_filters", "log_outputs"):
+        text = env.get(KEYS[name].env or "", "")
+        if text:
+            values[name], sources[name] = text, KEYS[name].env
+            raw_strings[name] = text
+
+    # 3. the flags
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name in PATH_KEYS:
+            value = os.path.join(cwd, value)
+        values[name], sources[name] = value, KEYS[name].flag or name
+        if name in ("log_filters", "log_outputs"):
+            raw_strings[name] = value
+
+    _finish(settings, raw_strings, verbose, cwd)
+    return settings
+
+
+def _apply_file(settings: Settings, path: str, explicit: bool,
+                raw_strings: Dict[str, str]) -> None:
+    try:
+        table, lines = read_config(path)
+    except FileNotFoundError:
+        if explicit:
+            settings.fatal = f"cannot read config file {path}: No such file or directory"
+        return
+    except OSError as err:
+        settings.fatal = f"cannot read config file {path}: {err.strerror or err}"
+        return
+    except ValueError as err:
+        settings.fatal = f"{path}: not valid TOML: {err}"
+        return
+    settings.config_file = path
+    base = os.path.dirname(os.path.abspath(path))
+    for name, value in table.items():
+        where = f"{path}:{lines[name]}" if name in lines else path
+        key = KEYS.get(name)
+        if key is None:
+            settings.problems.append(f"{where}: unknown key '{name}' "
+                                     f"(did you mean '{nearest_key(name)}'?); ignored")
+            continue
+        try:
+            checked = key.check(value)
+        except ValueError as err:
+            settings.problems.append(f"{where}: {name} {err}; ignored")
+            continue
+        if name == "log_level" and checked == 0:
+            continue                              # 0 means "unset", as in libvirtd.conf
+        if name in PATH_KEYS:
+            checked = os.path.join(base, checked)
+        settings.values[name], settings.sources[name] = checked, where
+        if name in ("log_filters", "log_outputs"):
+            raw_strings[name] = checked
+
+
+def _finish(settings: Settings, raw_strings: Dict[str, str], verbose: bool,
+            cwd: str) -> None:
+    """Parse the filter and output strings that won, and settle the effective level."""
+    values, sources = settings.values, settings.sources
+    for name, parser in (("log_filters", parse_filters), ("log_outputs", parse_outputs)):
+        text = raw_strings.get(name, "")
+        if name == "log_outputs":
+            where = sources[name]
+            # a relative file path in the config is relative to the config's directory
+            base = os.path.dirname(where.rsplit(":", 1)[0]) if where.startswith("/") else cwd
+            specs, error = parse_outputs(text, base)
+        else:
+            specs, error = parser(text)
+        if error is not None:
+            settings.problems.append(
+                f"{sources[name]}: {error.message} in {name} \"{text}\"; "
+                f"the entries before it apply, the rest is ignored")
+        values[name] = (format_filters if name == "log_filters" else format_outputs)(specs)
+        setattr(settings, "filters" if name == "log_filters" else "outputs", specs)
+    level = values["log_level"] or DEFAULT_LEVEL
+    if verbose and level > 2:                     # libvirt's -v: a level above info -> info
+        level = 2
+        sources["log_level"] = "-v"
+    values["log_level"] = level
+    settings.log_level = level
+
+
+# -- --check-config ---------------------------------------------------------------------
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def render(settings: Settings, default_output: Optional[OutputSpec] = None) -> str:
+    """Every effective setting as ``key = value  # from SOURCE``: valid TOML that can be
+    pasted into a config. Unset optional keys are listed as comments."""
+    out = []
+    for name in KEYS:
+        value, source = settings.values[name], settings.sources[name]
+        if name == "socket_perms":
+            value = f"{value:04o}"
+        if name == "log_outputs" and not value and default_output is not None:
+            out.append(f'{name} = {_toml_value(str(default_output))}  '
+                       f'# from default (no outputs configured)')
+            continue
+        if value is None:
+            out.append(f"# {name} is unset (default)")
+            continue
+        out.append(f"{name} = {_toml_value(value)}  # from {source}")
+    return "\n".join(out) + "\n"

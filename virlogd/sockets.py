@@ -1,0 +1,60 @@
+"""Listening sockets the daemon binds itself (outside socket activation).
+
+A path that already holds a socket is either a live daemon (refuse: two daemons on one
+socket would split the stream between them) or the leftover of a killed one (replace it).
+Modes are set before anyone can connect: the socket is created under a tight umask, then
+opened up with chmod, so there is no window in which it has the wrong mode.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import socket
+import stat
+from typing import Optional
+
+
+class SocketInUse(OSError):
+    pass
+
+
+def bind_unix(path: str, kind: int = socket.SOCK_STREAM, *, mode: int = 0o666,
+              group: Optional[str] = None, backlog: int = 128) -> socket.socket:
+    """A listening (stream) or bound (datagram) AF_UNIX socket at *path*, created with
+    *mode* and *group*; raises SocketInUse if a live process already serves *path*."""
+    _clear_stale(path, kind)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        if group is not None:
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        os.chmod(path, mode)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _clear_stale(path: str, kind: int) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise SocketInUse(0, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)                   # nobody answers: left over by a killed run
+        return
+    finally:
+        probe.close()
+    raise SocketInUse(0, f"another virlogd is already listening on {path}")
