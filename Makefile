@@ -1,5 +1,5 @@
 # The two commands of the README, plus the benchmark.
-.PHONY: setup run test bench
+.PHONY: setup run test bench install
 
 setup:
 	bash scripts/setup.sh
@@ -16,3 +16,7 @@ test: setup
 
 bench: setup
 	.venv/bin/python bench/run.py
+
+# The systemd units, /etc/virlogd.conf and the logrotate file (as root).
+install:
+	bash scripts/install.sh

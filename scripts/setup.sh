@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages: python3-venv (the venv), gcc/pkg-config/python3-dev/libsystemd-dev (the
 # systemd-python build), rsyslog and systemd (the real syslog and journald the tests start),
 # util-linux (unshare), make, logrotate.
-PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev make rsyslog systemd util-linux logrotate openssl"
+PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev make rsyslog rsyslog-gnutls systemd util-linux logrotate openssl"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -62,8 +62,8 @@ def install(dump: Callable[[str], None], die: Callable[[int], None]) -> None:
         sys.stderr.write(f"virlogd: error: uncaught exception in thread {thread_name}:\n{text}")
         if _dumping.acquire(blocking=False):
             try:
-                dump(f"Caught unexpected exception {kind.__name__}: {value} in thread "
-                     f"{thread_name},")
+                dump(f"Caught unexpected exception in thread {thread_name} "
+                     f"({kind.__name__}: {value})")
             except BaseException:  # noqa: BLE001
                 pass
         die(EXIT_CRASH)

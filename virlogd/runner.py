@@ -55,7 +55,8 @@ def _serve(settings: Settings, pid_file: Optional[str], *, detached: bool,
         import traceback
         sys.stderr.write("virlogd: error: uncaught exception in the event loop:\n"
                          + traceback.format_exc())
-        daemon.emergency_dump(f"Caught unexpected exception {type(err).__name__}: {err},")
+        daemon.emergency_dump(f"Caught unexpected exception in the event loop "
+                              f"({type(err).__name__}: {err})")
         exit_now(70)
         raise                                    # not reached
     daemon.shutdown()
