@@ -5,6 +5,7 @@ Pure functions of the environment they are given, so tests can ask "what would r
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import sys
 from typing import Mapping, Optional
@@ -66,10 +67,19 @@ def log_file(env=None, uid=None) -> str:
 
 
 def journal_writable(path: str = JOURNAL_SOCKET) -> bool:
+    """A journald socket we may write to *and* that someone listens on: a dead journald
+    leaves its socket file behind, and choosing it would lose every record."""
     try:
-        return stat.S_ISSOCK(os.stat(path).st_mode) and os.access(path, os.W_OK)
+        if not (stat.S_ISSOCK(os.stat(path).st_mode) and os.access(path, os.W_OK)):
+            return False
     except OSError:
         return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def stdin_is_tty() -> bool:

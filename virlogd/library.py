@@ -187,14 +187,20 @@ class Logger:
     def debug(self, msg: str, *args, **meta) -> None:
         if self._min <= 1:
             self._log(1, msg, args, meta)
+        elif meta:
+            _fields(meta)          # a bad field name is an error whether or not it is logged
 
     def info(self, msg: str, *args, **meta) -> None:
         if self._min <= 2:
             self._log(2, msg, args, meta)
+        elif meta:
+            _fields(meta)          # a bad field name is an error whether or not it is logged
 
     def warning(self, msg: str, *args, **meta) -> None:
         if self._min <= 3:
             self._log(3, msg, args, meta)
+        elif meta:
+            _fields(meta)          # a bad field name is an error whether or not it is logged
 
     def error(self, msg: str, *args, **meta) -> None:
         self._log(4, msg, args, meta)
@@ -203,7 +209,9 @@ class Logger:
         if not isinstance(priority, int) or not 1 <= priority <= 4:
             raise ValueError(f"invalid priority {priority!r} (expected 1-4)")
         if self._min <= priority:
-            self._log(priority, msg, args, meta, depth=3)
+            self._log(priority, msg, args, meta)
+        elif meta:
+            _fields(meta)
 
     def _log(self, priority: int, msg: str, args: tuple, meta: Mapping, depth: int = 2) -> None:
         router = self._router

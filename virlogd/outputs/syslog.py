@@ -1,0 +1,79 @@
+"""``x:syslog:IDENT``: RFC 3164 datagrams to ``/dev/log``, each output with its own ident.
+
+Why not the ``syslog`` module: ``openlog()`` sets one ident for the whole process, so two
+outputs ``3:syslog:libvirtd 1:syslog:qemu`` (or a library user's own ``openlog``) would
+overwrite each other's ident. We write what glibc's ``syslog(3)`` writes, ourselves:
+
+    <PRI>Mmm dd hh:mm:ss IDENT: PAYLOAD
+
+PRI = facility daemon (3) * 8 + severity (debug 7, info 6, warning 4, err 3: libvirt's map);
+the timestamp is the record's time in local time, as ``syslog(3)`` stamps it; the tag is the
+ident alone, like libvirt's ``openlog(ident, 0, ...)`` (no ``LOG_PID``: the payload already
+starts with the pid). PAYLOAD is ``textformat.syslog_payload``: the text line without our
+timestamp, so syslog's own is the only one.
+
+The socket is unconnected and ``/dev/log`` is looked up on every send (``dgram``), so when
+the syslog daemon restarts and its socket disappears and comes back, the next record after
+its return gets through; while it is gone ``emit`` raises and the router counts and reports
+it. A payload beyond ``MAX_DATAGRAM`` bytes is cut there (syslog daemons truncate far
+earlier: rsyslog at 8 kB by default), never refused.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from ..priority import SYSLOG_SEVERITY
+from ..textformat import syslog_payload
+from .base import Output
+from .dgram import DatagramSender
+
+DEV_LOG = "/dev/log"
+FACILITY_DAEMON = 3
+MAX_DATAGRAM = 64 * 1024
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def rfc3164_timestamp(when: float) -> str:
+    """``Nov  3 14:29:04``: local time, day padded with a space, English month names
+    whatever the locale (what syslog daemons parse)."""
+    tm = time.localtime(when)
+    return f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} {tm.tm_hour:02d}:{tm.tm_min:02d}:" \
+           f"{tm.tm_sec:02d}"
+
+
+def format_datagram(record, ident: str) -> bytes:
+    pri = FACILITY_DAEMON * 8 + SYSLOG_SEVERITY.get(record.priority, 6)
+    text = f"<{pri}>{rfc3164_timestamp(record.time)} {ident}: {syslog_payload(record)}"
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) > MAX_DATAGRAM:
+        data = _cut(data, MAX_DATAGRAM)
+    return data
+
+
+def _cut(data: bytes, size: int) -> bytes:
+    """The first *size* bytes, less a UTF-8 sequence the cut would split."""
+    end = size
+    while end > size - 4 and end > 0 and data[end] & 0xC0 == 0x80:
+        end -= 1             # data[end] continues a sequence: cut before that sequence
+    return data[:end]
+
+
+class SyslogOutput(Output):
+    """Writes each record to the local syslog socket under this output's ident;
+    ``path`` is only for tests with a fake receiver."""
+
+    def __init__(self, spec, ctx, *, path: Optional[str] = None, wait: float = 0.5) -> None:
+        super().__init__(spec, ctx)
+        self.ident = spec.name
+        self.path = path or DEV_LOG
+        self._sender = DatagramSender(self.path, "syslog", wait=wait)
+
+    def emit(self, record, line: str) -> None:
+        try:
+            self._sender.send([format_datagram(record, self.ident)])
+        finally:
+            self.dropped = self._sender.dropped
+
+    def close(self) -> None:
+        self._sender.close()
