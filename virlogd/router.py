@@ -168,7 +168,7 @@ class Router:
                              "failed": out.failed, "dropped": out.dropped,
                              "last_error": out.last_error}
                             for out in self.state.outputs],
-                "buffer": {"used": ring.used if ring else 0,
-                           "size": ring.capacity if ring else 0,
-                           "skipped": ring.skipped if ring else 0},
+                "buffer": {"used": ring.used if ring is not None else 0,
+                           "size": ring.capacity if ring is not None else 0,
+                           "skipped": ring.skipped if ring is not None else 0},
             }
