@@ -9,6 +9,7 @@ what every client already sent, flush every output, mark the ring clean.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from typing import Dict, List, Optional
 
@@ -56,12 +57,17 @@ class Daemon:
 
     # -- start -----------------------------------------------------------------------
     def start(self) -> None:
-        """Open outputs, recover a previous buffer, open sockets; raise StartError."""
+        """Claim the sockets, recover a previous buffer, open outputs, then serve; raise
+        StartError. The sockets come first: a live daemon on them means we are a second
+        instance, which must not touch that daemon's ring file."""
         s = self.settings
-        socket_path = s.socket_path
+        # handlers first: a signal that arrives once the socket accepts must already be ours
+        # (they only queue work on the loop, which runs once start() is done)
+        signals.install(self.loop, stop=self.stop, dump=self.dump_signal, hangup=self.hangup)
+        self._claim_sockets()
         recovered = None
         if s.log_buffer_size > 0:
-            ring_file = defaults.ring_path(socket_path)
+            ring_file = defaults.ring_path(s.socket_path)
             try:
                 defaults.ensure_parent(ring_file, 0o755)
                 recovered = RingBuffer.recover(ring_file)
@@ -77,22 +83,22 @@ class Daemon:
             self.router.dump("Previous virlogd run ended without stopping cleanly;",
                              recovered, recovered=True)
             self.router.flush()
-        self._open_sockets()
+        self._serve_sockets()
         self.loop.after_batch.append(self.router.flush)
         self.loop.call_every(FLUSH_INTERVAL, self._housekeeping)
 
-    def _open_sockets(self) -> None:
+    def _claim_sockets(self) -> None:
+        """Bind our sockets (or take systemd's); nothing is accepted until _serve_sockets."""
         s = self.settings
         expected = {systemd.CLIENT: s.socket_path, systemd.ADMIN: s.admin_socket_path}
         if s.syslog_socket_path:
             expected[systemd.SYSLOG] = s.syslog_socket_path
         activated = systemd.activated_sockets(expected=expected)
-        import socket as _socket
-        plan = [(systemd.CLIENT, s.socket_path, _socket.SOCK_STREAM, s.socket_perms,
+        plan = [(systemd.CLIENT, s.socket_path, socket.SOCK_STREAM, s.socket_perms,
                  s.socket_group),
-                (systemd.ADMIN, s.admin_socket_path, _socket.SOCK_STREAM, 0o600, None)]
+                (systemd.ADMIN, s.admin_socket_path, socket.SOCK_STREAM, 0o600, None)]
         if s.syslog_socket_path:
-            plan.append((systemd.SYSLOG, s.syslog_socket_path, _socket.SOCK_DGRAM, 0o666, None))
+            plan.append((systemd.SYSLOG, s.syslog_socket_path, socket.SOCK_DGRAM, 0o666, None))
         for role, path, kind, mode, group in plan:
             sock = activated.get(role)
             if sock is None:
@@ -103,8 +109,11 @@ class Daemon:
                         from None
                 self.bound_paths.append(path)
             self.sockets[role] = sock
+
+    def _serve_sockets(self) -> None:
         from .admin import AdminServer
         from .server import ClientServer
+        s = self.settings
         self.client_server = ClientServer(self.loop, self.router, self.sockets[systemd.CLIENT],
                                           max_clients=s.max_clients)
         self.client_server.start()
@@ -157,8 +166,6 @@ class Daemon:
 
     # -- run and stop ----------------------------------------------------------------
     def run(self) -> int:
-        signals.install(self.loop, stop=self.stop, dump=self.dump_signal,
-                        hangup=self.hangup)
         systemd.notify(f"READY=1\nSTATUS=Accepting records on {self.settings.socket_path}\n"
                        f"MAINPID={os.getpid()}")
         self.log(2, "virlogd.daemon", f"virlogd started (pid {os.getpid()}), "
@@ -178,6 +185,8 @@ class Daemon:
             self.client_server.drain()
         if self.syslog_input is not None:
             self.syslog_input.drain()
+        if self.admin_server is not None:
+            self.admin_server.close()
         for role, sock in self.sockets.items():
             sock.close()
         for path in self.bound_paths:

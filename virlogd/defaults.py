@@ -49,8 +49,9 @@ def admin_socket_path(env=None, uid=None) -> str:
 
 
 def ring_path(socket: str) -> str:
-    """The persistent ring lives beside the client socket: one per daemon instance."""
-    return os.path.join(os.path.dirname(socket), "virlogd-ring")
+    """The persistent ring lives beside the client socket and is named after it: one per
+    daemon instance, even when two share a directory."""
+    return f"{socket}.ring"
 
 
 def config_path(env=None, uid=None) -> str:

@@ -111,7 +111,7 @@ KEYS: Dict[str, Key] = {k.name: k for k in (
     Key("socket_group", _group, None),
     Key("admin_socket_path", _path, None, None, "--admin-socket"),
     Key("syslog_socket_path", _path, None),
-    Key("max_size", _int_in(0, 2**63 - 1, "a size in bytes, 0 or more"), 2 * 1024 * 1024),
+    Key("max_size", _int_in(0, 2**63 - 1, "a size in bytes, 0 or more"), 0),
     Key("max_backups", _int_in(0, 1000, "an integer from 0 to 1000"), 3),
     Key("max_clients", _int_in(1, 65536, "an integer from 1 to 65536"), 1024),
     Key("remote_ca_file", _path, None),

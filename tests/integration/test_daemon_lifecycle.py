@@ -69,7 +69,7 @@ def test_sigterm_loses_nothing_already_sent(tmp_path, logfile):
     """Every record sent before SIGTERM is written; the exit status is 0."""
     d = Daemon(tmp_path, outputs=f"1:file:{logfile}")
     lines = "".join(f"record {i}\n" for i in range(5000))
-    assert d.virlog("-s", "load", input=lines).returncode == 0
+    assert d.virlog("-p", "warning", "-s", "load", input=lines).returncode == 0
     assert d.stop(signal.SIGTERM) == 0
     text = logfile.read_text()
     got = [int(m) for m in re.findall(r"record (\d+)$", text, re.M)]
@@ -115,7 +115,8 @@ def test_after_sigkill_the_next_start_dumps_the_recovered_buffer(tmp_path, logfi
     """SIGKILL leaves the ring file; the next start dumps it, marked as recovered."""
     d = Daemon(tmp_path, outputs=f"3:file:{logfile}")
     d.virlog("-p", "debug", "-s", "qemu", "said just before dying")
-    read_until(logfile, "hostname:")
+    d.virlog("-p", "error", "-s", "qemu", "written to the file")
+    read_until(logfile, "written to the file")
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
     again = Daemon(tmp_path, outputs=f"3:file:{logfile}")
     try:
@@ -173,7 +174,7 @@ def test_sockets_passed_through_listen_fds_are_served(tmp_path, logfile):
     try:
         wait_for(lambda: accepts(client_path), what="the activated socket")
         from daemonproc import VIRLOG, ADMIN
-        sent = subprocess.run([VIRLOG, "-S", client_path, "through activation"], env=env,
+        sent = subprocess.run([VIRLOG, "-S", client_path, "-p", "error", "through activation"], env=env,
                               capture_output=True, text=True, timeout=30)
         assert sent.returncode == 0, sent.stderr
         read_until(logfile, "through activation")
@@ -199,7 +200,9 @@ def test_detach_writes_the_pid_file_and_a_second_instance_is_refused(tmp_path, l
     pid = int(pid_file.read_text())
     try:
         assert accepts(sock)
-        assert os.getsid(pid) == pid              # its own session: detached
+        assert os.getsid(pid) != os.getsid(0)     # detached: a session of its own
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        assert ppid != os.getpid()                # not our child: it was double-forked
         second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30,
                                 stdin=subprocess.DEVNULL)
         assert second.returncode == 1
