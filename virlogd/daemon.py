@@ -241,7 +241,7 @@ class Daemon:
         old = self.get_filters()
         self.filters = specs
         self.router.apply(RouterState(FilterSet(specs, self.level), self.router.state.outputs))
-        self.log(2, "virlogd.admin", f"log filters changed from \"{old}\" to "
+        self.log(3, "virlogd.admin", f"log filters changed from \"{old}\" to "
                                      f"\"{self.get_filters()}\" by {who}")
 
     def set_outputs(self, text: str, who: str) -> None:
@@ -251,7 +251,7 @@ class Daemon:
         self._swap_outputs(specs, self.level)
         old = format_outputs(self.output_specs)
         self.output_specs = specs
-        self.log(2, "virlogd.admin", f"log outputs changed from \"{old}\" to "
+        self.log(3, "virlogd.admin", f"log outputs changed from \"{old}\" to "
                                      f"\"{format_outputs(specs)}\" by {who}")
 
     def set_level(self, text: str, who: str) -> None:
@@ -266,7 +266,7 @@ class Daemon:
             self.router.apply(RouterState(FilterSet(self.filters, level),
                                           self.router.state.outputs))
         self.level = level
-        self.log(2, "virlogd.admin", f"log level changed from {old} to {level} by {who}")
+        self.log(3, "virlogd.admin", f"log level changed from {old} to {level} by {who}")
 
     def _swap_outputs(self, specs: List[OutputSpec], level: int, filters=True) -> None:
         current = self.router.state.outputs
