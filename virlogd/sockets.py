@@ -15,7 +15,10 @@ from typing import Optional
 
 
 class SocketInUse(OSError):
-    pass
+    """A live process already serves the path; ``str()`` is the sentence alone."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def bind_unix(path: str, kind: int = socket.SOCK_STREAM, *, mode: int = 0o666,
