@@ -85,7 +85,8 @@ class Daemon:
         wait_for(ready, timeout, "virlogd to accept connections")
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def kill(self, signum: int) -> None:

@@ -103,7 +103,13 @@ class Daemon:
             sock = activated.get(role)
             if sock is None:
                 try:
-                    sock = bind_unix(path, kind, mode=mode, group=group)
+                    if role == systemd.SYSLOG:
+                        # SO_PASSCRED from the moment it is bound: a datagram arriving before
+                        # the input is served must still carry its sender's pid
+                        from .syslog_input import bind_syslog_socket
+                        sock = bind_syslog_socket(path)
+                    else:
+                        sock = bind_unix(path, kind, mode=mode, group=group)
                 except OSError as err:
                     raise StartError(f"cannot listen on {path}: {err.strerror or err}") \
                         from None

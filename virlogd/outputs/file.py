@@ -2,16 +2,32 @@
 
 Writes are buffered per batch and pushed by ``flush()`` (the daemon flushes after every batch
 it reads, the library after every record), so a dump or an exit never loses a line.
+
+Rotation (``max_size`` > 0): see ``virlogd.rotation``. The file's size is tracked here, from
+one ``fstat`` at open, so the hot path never stats; a batch that fits is one ``write()``.
+
+External rotation: SIGHUP is ignored, so logrotate cannot tell us to reopen. Instead
+``poll()`` (the daemon calls it every 0.5 s; ``flush()`` calls it at most once a second, which
+covers the library) compares the path with the inode we hold open. When logrotate has renamed
+or removed the file (or put another one in its place), what is buffered is written to the old
+file first, then the path is reopened: no record is lost, the last few land in the rotated
+file. A file truncated in place (``copytruncate``) is noticed too, and only resets the size.
 """
 from __future__ import annotations
 
 import os
+import time
+from typing import Optional, Tuple
 
+from .. import rotation
 from .base import Output
 
+CHECK_INTERVAL = 1.0   # seconds between path checks made from flush()
 
-def open_append(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+def open_append(path: str, readable: bool = False) -> int:
+    mode = os.O_RDWR if readable else os.O_WRONLY
+    return os.open(path, mode | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 class FileOutput(Output):
@@ -20,9 +36,44 @@ class FileOutput(Output):
     def __init__(self, spec, ctx) -> None:
         super().__init__(spec, ctx)
         self.path = spec.name
+        self.max_size = max(0, ctx.max_size or 0)
+        self.max_backups = max(0, ctx.max_backups or 0)
+        self.reopened = 0                 # times the path was reopened after external rotation
+        self.rotations = 0                # rollovers done by us
         self._pending: list = []
-        self._fd = open_append(self.path)   # fail at build time: a bad path is refused
+        self._carry = b""                 # bytes a failed write left over, written first
+        self._fd = -1
+        self._inode: Optional[Tuple[int, int]] = None
+        self._size = 0
+        self._last_newline = 0            # file offset just after the last newline (0: none)
+        self._next_check = time.monotonic() + CHECK_INTERVAL
+        self._open()                      # fail at build time: a bad path is refused
 
+    # -- the file --------------------------------------------------------------------
+    def _open(self) -> None:
+        readable = bool(self.max_size)   # to find the last newline of an existing file
+        try:
+            fd = open_append(self.path, readable)
+        except PermissionError:
+            if not readable:
+                raise
+            fd, readable = open_append(self.path), False
+        try:
+            info = os.fstat(fd)
+            self._last_newline = _last_newline(fd, info.st_size) if readable else 0
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._inode = (info.st_dev, info.st_ino)
+        self._size = info.st_size
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    # -- records ---------------------------------------------------------------------
     def emit(self, record, line: str) -> None:
         self._pending.append(line)
 
@@ -31,21 +82,101 @@ class FileOutput(Output):
         self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
+        if time.monotonic() >= self._next_check:
+            self.poll()
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending and not self._carry:
             return
-        data = "".join(self._pending).encode("utf-8", "surrogateescape")
-        if self._fd < 0:
-            self._fd = open_append(self.path)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        # only forget what reached the file: a failed write is retried on the next flush
+        data = self._carry + "".join(self._pending).encode("utf-8", "surrogateescape")
         self._pending.clear()
+        self._carry = b""
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Write all of *data*, rolling over as needed; on an error, what was not written is
+        kept (``_carry``) and retried by the next flush, then the error is raised."""
+        pos, end = 0, len(data)
+        rotate_error: Optional[OSError] = None
+        try:
+            if self._fd < 0:
+                self._open()
+            while pos < end:
+                cut = None
+                if self.max_size and rotate_error is None:
+                    cut = rotation.cut_point(data, pos, end, self._size, self.max_size,
+                                             self._last_newline)
+                stop = end if cut is None else pos + cut
+                pos = self._write_span(data, pos, stop)
+                if cut is not None:
+                    try:
+                        self._rollover()
+                    except OSError as err:
+                        # keep every record: write on past the limit and say why
+                        rotate_error = err
+        except BaseException:
+            self._carry = data[pos:]
+            raise
+        if rotate_error is not None:
+            raise OSError(rotate_error.errno,
+                          f"cannot rotate {self.path}: "
+                          f"{rotate_error.strerror or rotate_error}; writing on past "
+                          f"max_size ({self.max_size} bytes)")
+
+    def _write_span(self, data: bytes, pos: int, stop: int) -> int:
+        view = memoryview(data)
+        begin = pos
+        try:
+            while pos < stop:
+                pos += os.write(self._fd, view[pos:stop])
+        finally:
+            if pos > begin:
+                newline = data.rfind(b"\n", begin, pos)
+                if newline >= 0:
+                    self._last_newline = self._size + (newline - begin) + 1
+                self._size += pos - begin
+        return pos
+
+    def _rollover(self) -> None:
+        rotation.rollover(self.path, self.max_backups)
+        self.rotations += 1
+        self._close_fd()
+        self._open()
+
+    # -- housekeeping ----------------------------------------------------------------
+    def poll(self) -> None:
+        """Reopen the path if it no longer names the file we hold (renamed, removed or
+        replaced by logrotate); buffered records go to the old file first."""
+        self._next_check = time.monotonic() + CHECK_INTERVAL
+        if self._fd < 0:
+            return
+        try:
+            info: Optional[os.stat_result] = os.stat(self.path)
+        except FileNotFoundError:
+            info = None
+        if info is not None and (info.st_dev, info.st_ino) == self._inode:
+            if info.st_size < self._size:       # truncated in place (copytruncate)
+                self._size = info.st_size
+                self._last_newline = 0
+            return
+        self._write_pending()                    # to the old file: nothing is lost
+        self._close_fd()
+        self.reopened += 1
+        self._open()
 
     def close(self) -> None:
         try:
-            self.flush()
+            self._write_pending()
         finally:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+            self._close_fd()
+
+
+def _last_newline(fd: int, size: int) -> int:
+    """The offset just after the last newline among the file's last bytes (0: none)."""
+    if size <= 0:
+        return 0
+    start = max(0, size - rotation.NEWLINE_WINDOW)
+    tail = os.pread(fd, size - start, start)
+    found = tail.rfind(b"\n")
+    return start + found + 1 if found >= 0 else 0

@@ -1,0 +1,158 @@
+"""Who may do what: socket and file modes, an unprivileged user, forged lines, the client cap."""
+import json
+import os
+import pwd
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import require_real
+from daemonproc import ADMIN, VIRLOG, Daemon, read_until, wait_for
+
+TEST_USER = "virlogd-test"
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user may traverse (pytest's tmp_path is 0700)."""
+    path = tempfile.mkdtemp(prefix="vlsec.", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def other_user():
+    """An unprivileged uid to run clients as (created if absent); root is needed."""
+    if os.geteuid() != 0:
+        require_real("running a client as another user needs root")
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", TEST_USER], check=True, capture_output=True)
+        entry = pwd.getpwnam(TEST_USER)
+    return entry
+
+
+def as_user(user, cmd, env, **kw):
+    return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                           "--clear-groups", *cmd], env=env, capture_output=True, text=True,
+                          timeout=30, **kw)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_socket_and_file_modes_are_as_documented(open_dir):
+    """Client socket 0666, admin socket 0600, log file and ring file 0600."""
+    log = open_dir / "out.log"
+    d = Daemon(open_dir, outputs=f"1:file:{log}")
+    try:
+        d.virlog("-p", "error", "x")
+        read_until(log, " : x")
+        assert oct(mode(d.socket)) == "0o666"
+        assert oct(mode(d.admin_socket)) == "0o600"
+        assert oct(mode(log)) == "0o600"
+        assert oct(mode(d.socket + ".ring")) == "0o600"
+    finally:
+        assert d.stop() == 0
+
+
+def test_socket_perms_and_group_from_the_config_are_applied(open_dir):
+    """socket_perms = "0660", socket_group = "adm": the client socket has them."""
+    conf = open_dir / "virlogd.conf"
+    conf.write_text('socket_perms = "0660"\nsocket_group = "adm"\n')
+    d = Daemon(open_dir, ["-f", str(conf)], outputs="3:stderr")
+    try:
+        info = os.stat(d.socket)
+        assert oct(stat.S_IMODE(info.st_mode)) == "0o660"
+        import grp
+        assert grp.getgrgid(info.st_gid).gr_name == "adm"
+    finally:
+        assert d.stop() == 0
+
+
+def test_an_unprivileged_user_can_log_under_its_own_identity_but_not_administer(
+        open_dir, other_user):
+    """The other uid's records carry its real pid; virlogd-admin refuses it."""
+    log = open_dir / "out.log"
+    d = Daemon(open_dir, outputs=f"1:file:{log}")
+    try:
+        program = textwrap.dedent(f"""
+            import os, virlogd
+            virlogd.configure(outputs="1:virlogd:{d.socket}")
+            virlogd.getLogger("user.app").error("from an unprivileged user")
+            print(os.getpid(), os.getuid(), flush=True)
+        """)
+        env = dict(d.env, HOME="/tmp")
+        run = as_user(other_user, [sys.executable, "-c", program], env)
+        assert run.returncode == 0, run.stderr
+        pid, uid = map(int, run.stdout.split())
+        assert uid == other_user.pw_uid
+        text = read_until(log, "from an unprivileged user")
+        assert re.search(rf"\+0000: {pid}: error : .*from an unprivileged user", text)
+        admin = as_user(other_user, [ADMIN, "-S", d.admin_socket, "daemon-log-level", "1"],
+                        env)
+        assert admin.returncode == 1
+        assert admin.stderr.startswith(f"virlogd-admin: error: cannot connect to virlogd at "
+                                       f"{d.admin_socket}: Permission denied")
+        assert d.admin("daemon-log-level").stdout == " Logging level: 3\n"
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_client_cannot_forge_a_log_line_in_any_text_output(open_dir):
+    """A message with newlines and a fake timestamp stays one record; continuation is marked."""
+    log = open_dir / "out.log"
+    d = Daemon(open_dir, outputs=f"1:file:{log} 1:stderr")
+    forged = "innocent\n2026-11-23 14:29:04.771+0000: 1: error : root logged in\r\x1b[2K"
+    try:
+        assert d.virlog("-p", "error", forged).returncode == 0
+        text = read_until(log, "root logged in")
+    finally:
+        assert d.stop() == 0
+    for output in (text, d.stderr()):
+        lines = [line for line in output.splitlines() if "root logged in" in line]
+        assert lines == ["  | 2026-11-23 14:29:04.771+0000: 1: error : root logged in"
+                         "\\x0d\\x1b[2K"]
+
+
+def test_the_number_of_clients_is_capped_with_a_clear_refusal(open_dir):
+    """max_clients = 2: the third connection is closed, counted and reported."""
+    conf = open_dir / "virlogd.conf"
+    log = open_dir / "out.log"
+    conf.write_text("max_clients = 2\n")
+    d = Daemon(open_dir, ["-f", str(conf)], outputs=f"1:file:{log}")
+    held = []
+    clients = lambda: json.loads(d.admin("stats", "--json").stdout)["clients"]   # noqa: E731
+    try:
+        wait_for(lambda: clients() == 0, what="the readiness probe to be gone")
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(d.socket)
+            held.append(s)
+        wait_for(lambda: clients() == 2, what="two clients")
+        third = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        third.connect(d.socket)
+        third.settimeout(10)
+        assert third.recv(1) == b""                       # closed by the daemon
+        third.close()
+        text = read_until(log, "too many clients")
+        assert re.search(rf"refused connection from pid {os.getpid()} \(uid 0\): too many "
+                         rf"clients \(2 connected, max_clients = 2\); 1 refused so far", text)
+        stats = json.loads(d.admin("stats", "--json").stdout)
+        assert stats["server"]["refused"] == 1
+    finally:
+        for s in held:
+            s.close()
+        assert d.stop() == 0
