@@ -47,7 +47,7 @@ import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
-from .sockets import SocketInUse, bind_unix
+from .sockets import bind_unix
 
 MAX_REQUEST = 64 * 1024
 _PEERCRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
@@ -61,11 +61,7 @@ def bind_admin_socket(path: str) -> socket.socket:
     A stale socket file (nobody answers) is replaced; if a live process answers on *path*,
     raises OSError: ``another virlogd is already listening on PATH``.
     """
-    try:
-        return bind_unix(path, socket.SOCK_STREAM, mode=0o600)
-    except SocketInUse as err:
-        # one-argument OSError so that str(err) is the sentence itself, without "[Errno 0]"
-        raise SocketInUse(err.strerror or str(err)) from None
+    return bind_unix(path, socket.SOCK_STREAM, mode=0o600)
 
 
 def peer_credentials(conn: socket.socket) -> Tuple[int, int, int]:

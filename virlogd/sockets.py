@@ -18,7 +18,7 @@ class SocketInUse(OSError):
     """A live process already serves the path; ``str()`` is the sentence alone."""
 
     def __str__(self) -> str:
-        return str(self.strerror)
+        return str(self.strerror if self.strerror is not None else self.args[0])
 
 
 def bind_unix(path: str, kind: int = socket.SOCK_STREAM, *, mode: int = 0o666,

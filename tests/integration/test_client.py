@@ -1,0 +1,306 @@
+"""The library's client side: Client, VirlogdHandler and the x:virlogd output, against a real
+server on a real socket (in this process, or ``serve.py`` in its own)."""
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import virlogd
+from serve import InProcessServer
+from virlogd.client import Client
+from virlogd.handler import VirlogdHandler
+from virlogd.record import Record
+
+SERVE = os.path.join(os.path.dirname(__file__), "serve.py")
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = InProcessServer(str(tmp_path / "sock"))
+    yield srv
+    srv.stop()
+
+
+def python(program, *args):
+    """Run *program* in a new interpreter; return (pid, stdout)."""
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(program), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert err == ""
+    return proc.pid, out
+
+
+class TestClient:
+    def test_records_arrive_in_order_with_the_senders_pid(self, server):
+        """What one Client sends arrives complete, in order, under this process's pid."""
+        with Client(server.path) as client:
+            for i in range(5000):
+                client.send(Record(2, "c", f"m{i}"))
+        records = server.wait_for(5000, "c")
+        assert [r.message for r in records] == [f"m{i}" for i in range(5000)]
+        assert {r.pid for r in records} == {os.getpid()}
+
+    def test_a_quiet_client_is_flushed_without_being_asked(self, server):
+        """A single record leaves within milliseconds even if nobody calls flush()."""
+        client = Client(server.path)
+        client.send(Record(3, "quiet", "on its own"))
+        assert server.wait_for(1, "quiet")[0].message == "on its own"
+        client.close()
+
+    def test_records_are_flushed_at_interpreter_exit(self, server):
+        """A program that exits without flush() or close() still delivers its records."""
+        pid, _ = python(f"""
+            from virlogd.client import Client
+            from virlogd.record import Record
+            c = Client({server.path!r}, delay=60)
+            c.send(Record(2, "exit", "last words"))
+        """)
+        record, = server.wait_for(1, "exit")
+        assert (record.message, record.pid) == ("last words", pid)
+
+    def test_threads_share_a_client_and_each_keeps_its_order(self, server):
+        """Thread-safe: 4 threads x 5,000 records through one Client, none lost or mixed."""
+        client = Client(server.path)
+
+        def worker(name):
+            for i in range(5000):
+                client.send(Record(2, "threads", f"{name} {i}"))
+        threads = [threading.Thread(target=worker, args=(f"t{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client.close()
+        messages = [r.message for r in server.wait_for(20000, "threads")]
+        for n in range(4):
+            assert [m for m in messages if m.startswith(f"t{n} ")] == \
+                [f"t{n} {i}" for i in range(5000)]
+
+    def test_a_forked_child_sends_under_its_own_pid_without_repeating_the_parent(self, server):
+        """After fork() the child connects afresh: its records carry its pid, and what the
+        parent had queued is sent once, by the parent."""
+        _, out = python(f"""
+            import os
+            from virlogd.client import Client
+            from virlogd.record import Record
+            c = Client({server.path!r}, delay=60)
+            c.send(Record(2, "fork", "queued by the parent"))
+            child = os.fork()
+            if child == 0:
+                c.send(Record(2, "fork", "from the child"))
+                c.flush()
+                os._exit(0)
+            os.waitpid(child, 0)
+            c.close()
+            print(child)
+        """)
+        child = int(out)
+        records = server.wait_for(2, "fork")
+        assert sorted((r.message, r.pid == child) for r in records) == \
+            [("from the child", True), ("queued by the parent", False)]
+
+    def test_an_unreachable_daemon_never_raises(self, tmp_path):
+        """Sending to nobody is held and counted, not an exception in the program."""
+        client = Client(str(tmp_path / "nobody"), hold=10)
+        for i in range(25):
+            client.send(Record(2, "x", f"m{i}"))
+        assert client.flush() is False
+        assert (client.dropped, client.connected) == (15, False)
+        assert client.last_error == "No such file or directory"
+        client.close()
+
+    def test_records_held_while_the_daemon_is_away_are_delivered_when_it_returns(self,
+                                                                                  tmp_path):
+        """Within the hold bound nothing is lost: the records wait for the daemon."""
+        path = str(tmp_path / "sock")
+        client = Client(path, hold=100)
+        for i in range(50):
+            client.send(Record(2, "held", f"h{i}"))
+        assert client.flush() is False
+        with InProcessServer(path) as server:
+            assert client.flush() is True
+            assert [r.message for r in server.wait_for(50, "held")] == \
+                [f"h{i}" for i in range(50)]
+            assert server.records("virlogd.client") == []
+        client.close()
+
+    def test_a_restart_drops_only_beyond_the_hold_bound_and_reports_the_count(self, tmp_path):
+        """The client reconnects to the new daemon; the oldest records beyond `hold` are
+        dropped, counted, and reported first thing once the daemon is back."""
+        path = str(tmp_path / "sock")
+        client = Client(path, hold=100)
+        with InProcessServer(path) as first:
+            client.send(Record(3, "survivor", "before the restart"))
+            client.flush()
+            first.wait_for(1, "survivor")
+        for i in range(300):                            # nobody listens now
+            client.send(Record(3, "survivor", f"during {i}"))
+        client.flush()
+        with InProcessServer(path) as second:
+            client.send(Record(3, "survivor", "after the restart"))
+            client.flush()
+            records = second.wait_for(102)
+            assert records[0].source == "virlogd.client"
+            assert records[0].message == \
+                "200 record(s) dropped while the daemon was unreachable"
+            assert (records[0].priority, records[0].pid) == (3, os.getpid())
+            assert [r.message for r in records[1:]] == \
+                [f"during {i}" for i in range(200, 300)] + ["after the restart"]
+        assert client.dropped_total == 200
+        client.close()
+
+    def test_a_client_in_another_process_survives_a_daemon_restart(self, tmp_path):
+        """serve.py killed with SIGTERM and started again: the same client carries on."""
+        path, log = str(tmp_path / "sock"), tmp_path / "out.log"
+
+        def start():
+            proc = subprocess.Popen([sys.executable, SERVE, path, str(log)],
+                                    stdout=subprocess.PIPE, text=True)
+            assert proc.stdout.readline() == "ready\n"
+            return proc
+
+        daemon = start()
+        client = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            from virlogd.client import Client
+            from virlogd.record import Record
+            c = Client({path!r})
+            for line in sys.stdin:
+                c.send(Record(2, "s", line.strip())); c.flush()
+                print("sent", flush=True)
+            c.close()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            client.stdin.write("one\n")
+            client.stdin.flush()
+            assert client.stdout.readline() == "sent\n"
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(10) == 0
+            daemon = start()
+            client.stdin.write("two\n")
+            client.stdin.close()
+            assert client.wait(10) == 0
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(10)
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        lines = re.findall(r": (\d+): info : (\w+)$", log.read_text(), re.M)
+        assert lines == [(str(client.pid), "one"), (str(client.pid), "two")]
+
+
+class TestHandler:
+    @pytest.fixture
+    def logger(self, server):
+        handler = VirlogdHandler(server.path)
+        log = logging.getLogger("app.handler.test")
+        log.addHandler(handler)
+        log.setLevel(1)
+        log.propagate = False
+        yield log
+        log.removeHandler(handler)
+        handler.close()
+
+    def test_logging_levels_map_to_the_four_priorities(self, server, logger):
+        """DEBUG/INFO/WARNING/ERROR/CRITICAL -> 1/2/3/4/4, and below DEBUG -> 1."""
+        for level in (5, logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
+                      logging.CRITICAL):
+            logger.log(level, "level %d", level)
+        logger.handlers[0].flush()
+        records = server.wait_for(6, "app.handler.test")
+        assert [r.priority for r in records] == [1, 1, 2, 3, 4, 4]
+        assert records[0].message == "level 5"
+
+    def test_the_call_site_and_time_travel_with_the_record(self, server, logger):
+        """funcName/lineno/pathname become func/line/file; created becomes the time."""
+        def probe():
+            logger.info("here")
+            return sys._getframe().f_lineno - 1
+        line = probe()
+        logger.handlers[0].flush()
+        record, = server.wait_for(1, "app.handler.test")
+        assert (record.func, record.line, record.file) == ("probe", line, __file__)
+        assert record.pid == os.getpid()
+
+    def test_exc_info_becomes_the_stack(self, server, logger):
+        """logger.exception() sends the formatted traceback as the record's stack."""
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            logger.exception("lookup failed")
+        logger.handlers[0].flush()
+        record, = server.wait_for(1, "app.handler.test")
+        assert record.message == "lookup failed"
+        assert record.stack.startswith("Traceback (most recent call last):\n")
+        assert record.stack.endswith("KeyError: 'missing'\n")
+
+    def test_upper_case_extra_keys_become_fields(self, server, logger):
+        """extra={"MESSAGE_ID": ...} is a field; lower-case extras stay the program's own."""
+        logger.warning("tagged", extra={"MESSAGE_ID": "8ae2f3fb-2dbe", "LIBVIRT_CODE": 1,
+                                        "request_id": "r-1", "MESSAGE": "forged"})
+        logger.handlers[0].flush()
+        record, = server.wait_for(1, "app.handler.test")
+        assert record.fields == {"MESSAGE_ID": "8ae2f3fb-2dbe", "LIBVIRT_CODE": "1",
+                                 "X_MESSAGE": "forged"}
+        assert record.message == "tagged"
+
+    def test_the_handler_is_exported_by_the_package(self):
+        """virlogd.VirlogdHandler is the class users import."""
+        assert virlogd.VirlogdHandler is VirlogdHandler
+
+    def test_a_handler_with_no_daemon_does_not_disturb_the_program(self, tmp_path, capsys):
+        """No exception and nothing on stderr when the daemon is away: the client holds."""
+        handler = VirlogdHandler(str(tmp_path / "nobody"))
+        log = logging.getLogger("app.handler.lonely")
+        log.addHandler(handler)
+        log.propagate = False
+        log.error("nobody listens")
+        handler.close()
+        log.removeHandler(handler)
+        assert capsys.readouterr().err == ""
+
+
+class TestLibraryOutput:
+    def test_the_virlogd_output_sends_library_records_with_the_programs_pid(self, server):
+        """configure(outputs="1:virlogd:SOCKET") delivers to the daemon, flushed at exit."""
+        pid, _ = python(f"""
+            import virlogd
+            virlogd.configure(outputs="1:virlogd:{server.path}", level=1)
+            log = virlogd.getLogger("lib.out")
+            log.debug("from the library", message_id="abc-1")
+        """)
+        record, = server.wait_for(1, "lib.out")
+        assert (record.message, record.priority, record.pid) == ("from the library", 1, pid)
+        assert record.fields == {"MESSAGE_ID": "abc-1"}
+        assert record.func == "<module>"
+
+    def test_the_virlogd_output_never_raises_when_the_daemon_is_away(self, tmp_path):
+        """An unreachable daemon is counted as the output's drops, not an error."""
+        _, out = python(f"""
+            import virlogd
+            from virlogd.outputs import OutputContext, build
+            from virlogd.specs import OutputSpec
+            from virlogd.record import Record
+            out = build(OutputSpec(1, "virlogd", {str(tmp_path / "nobody")!r}),
+                        OutputContext())
+            out.client.hold = 5
+            for i in range(8):
+                out.handle(Record(2, "s", "m"), "")
+            out.client.flush()
+            print(out.dropped, out.failed)
+            out.close()
+        """)
+        assert out.split() == ["3", "0"]

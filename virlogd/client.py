@@ -1,0 +1,250 @@
+"""The library's connection to the daemon: batched, reconnecting, bounded, thread-safe.
+
+``send()`` only encodes the record and appends the frame to a buffer (about 1 µs); the
+frames go out in one ``sendall`` per batch:
+
+* in the caller's thread once the buffer passes ``FLUSH_BYTES`` (so a program that logs
+  faster than the daemon reads is slowed down, never grows memory: backpressure);
+* from a background thread ``delay`` seconds after the buffer stops being empty (so a quiet
+  program's records still leave promptly); the thread is woken only on that transition;
+* on ``flush()``, ``close()`` and at interpreter exit (``atexit``).
+
+When the daemon is unreachable (not started, restarting) the frames stay in the buffer, at
+most ``hold`` of them: beyond it the oldest are dropped and counted. A record that would push
+one out first tries to reconnect; the background thread retries with exponential backoff.
+Once connected again, the first frame sent is a warning record from ``virlogd.client``
+saying how many records were dropped, then the held records in their order.
+
+After ``fork()`` the child starts afresh (no socket, empty buffer, no thread): the parent's
+connection and records remain the parent's, and the child's records carry its own pid.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import socket
+import threading
+import time
+import weakref
+from typing import Deque, Iterable, Optional
+
+from . import defaults, wire
+from .record import Record
+
+FLUSH_BYTES = 64 * 1024
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+REPORT_SOURCE = "virlogd.client"
+
+_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+class Client:
+    """A connection to the virlogd daemon at *socket_path* (None: the default socket)."""
+
+    def __init__(self, socket_path: Optional[str] = None, *, hold: int = 10000,
+                 delay: float = 0.005) -> None:
+        self.socket_path = socket_path or defaults.socket_path()
+        self.hold = max(0, hold)
+        self.delay = delay
+        self.dropped = 0            # dropped and not yet reported to the daemon
+        self.dropped_total = 0
+        self.last_error: Optional[str] = None
+        self._closed = False
+        self._reset()
+        _clients.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()          # the buffer and the counters
+        self._send_lock = threading.Lock()     # the socket
+        self._buf: Deque[bytes] = collections.deque()
+        self._size = 0
+        self._sock: Optional[socket.socket] = None
+        self._backoff = BACKOFF_FIRST
+        self._next_try = 0.0
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- the public API --------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def send(self, record: Record) -> None:
+        """Queue *record*; raises ValueError only for a record the daemon would refuse."""
+        self.send_frame(wire.encode(record))
+
+    def send_many(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.send_frame(wire.encode(record))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue one already-encoded frame (``wire.encode``/``wire.encode_parts``)."""
+        with self._lock:
+            buf = self._buf
+            buf.append(frame)
+            self._size += len(frame)
+            if len(buf) == 1:
+                self._kick()
+            urgent = self._size > FLUSH_BYTES or (self._sock is None and len(buf) > self.hold)
+        if urgent:
+            self._flush(force=self._sock is None)
+
+    def flush(self) -> bool:
+        """Send everything queued now; True if it all reached the daemon's socket."""
+        return self._flush(force=True)
+
+    def close(self) -> None:
+        """Flush (one last reconnection attempt included), then close the connection."""
+        self._flush(force=True)
+        self._closed = True
+        self._wake.set()
+        with self._send_lock:
+            self._disconnect()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the background flusher ------------------------------------------------------
+    def _kick(self) -> None:
+        # called under self._lock on the empty -> non-empty transition; a closed client
+        # that is used again comes back to life
+        if self._thread is None or self._closed:
+            self._closed = False
+            self._thread = threading.Thread(target=self._run, name="virlogd-client",
+                                            daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        wake = self._wake
+        while not self._closed:
+            wake.wait()
+            if self._closed:
+                return
+            time.sleep(self.delay)             # let a burst gather into one write
+            wake.clear()
+            while not self._flush(force=False) and not self._closed:
+                time.sleep(max(0.0, self._next_try - time.monotonic()) or self._backoff)
+
+    # -- sending ---------------------------------------------------------------------
+    def _flush(self, force: bool) -> bool:
+        with self._send_lock:
+            with self._lock:
+                if not self._buf and not self.dropped:
+                    return True
+            if self._sock is None and not self._connect(force):
+                self._trim()
+                return False
+            if self._send_buffer():
+                return True
+            # the daemon went away (restart?): one immediate attempt at a new connection
+            if self._connect(True) and self._send_buffer():
+                return True
+            self._trim()
+            return False
+
+    def _send_buffer(self) -> bool:
+        with self._lock:
+            frames, self._buf = self._buf, collections.deque()
+            self._size = 0
+            dropped, self.dropped = self.dropped, 0
+        data = b"".join(frames)
+        if dropped:
+            data = self._drop_report(dropped) + data
+        try:
+            self._sock.sendall(data)
+            return True
+        except OSError as err:
+            self.last_error = err.strerror or str(err)
+            self._disconnect()
+            with self._lock:               # put the batch back, before what came since
+                frames.extend(self._buf)
+                self._buf = frames
+                self._size = sum(map(len, frames))
+                self.dropped += dropped
+            return False
+
+    @staticmethod
+    def _drop_report(count: int) -> bytes:
+        return wire.encode_parts(3, REPORT_SOURCE,
+                                 f"{count} record(s) dropped while the daemon was unreachable",
+                                 time=time.time())
+
+    def _trim(self) -> None:
+        with self._lock:
+            buf = self._buf
+            excess = len(buf) - self.hold
+            if excess <= 0 or self._sock is not None:
+                return
+            for _ in range(excess):
+                self._size -= len(buf.popleft())
+            self.dropped += excess
+            self.dropped_total += excess
+
+    def _connect(self, force: bool) -> bool:
+        if not force and time.monotonic() < self._next_try:
+            return False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            # non-blocking connect: a daemon too busy to accept (full backlog) gives EAGAIN
+            # at once instead of hanging the program that logs
+            sock.setblocking(False)
+            err = sock.connect_ex(self.socket_path)
+            if err:
+                raise OSError(err, os.strerror(err))
+            sock.setblocking(True)
+            sock.sendall(wire.HELLO)
+        except OSError as err:
+            sock.close()
+            self.last_error = err.strerror or str(err)
+            self._next_try = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            return False
+        self._sock = sock
+        self._backoff = BACKOFF_FIRST
+        self._next_try = 0.0
+        return True
+
+    def _disconnect(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _after_fork(self) -> None:
+        sock = self._sock
+        self._reset()
+        self.dropped = 0
+        if sock is not None:
+            try:
+                sock.close()          # our copy only: the parent's connection stays open
+            except OSError:
+                pass
+
+
+def _flush_all_at_exit() -> None:
+    for client in list(_clients):
+        if not client._closed:
+            try:
+                client.flush()
+            except Exception:  # noqa: BLE001 - exit must go on
+                pass
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._after_fork()
+
+
+atexit.register(_flush_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+__all__ = ["Client", "FLUSH_BYTES"]

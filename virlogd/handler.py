@@ -1,0 +1,104 @@
+"""``VirlogdHandler``: stdlib ``logging`` records to the virlogd daemon.
+
+The mapping (DESIGN §1): logger name -> source; DEBUG/INFO/WARNING/ERROR(+CRITICAL) ->
+1/2/3/4 (anything below DEBUG is debug); funcName/lineno/pathname -> func/line/file;
+``created`` -> time; ``exc_info`` (and ``stack_info``) -> the stack; ``extra`` keys written in
+upper case (``extra={"MESSAGE_ID": ...}``) -> record fields. Lower-case extras are the
+application's own attributes and are not sent. An upper-case key that is not a valid journal
+field name is renamed with ``fieldnames.sanitize`` (``MESSAGE`` -> ``X_MESSAGE``), never lost.
+
+The message is ``record.getMessage()``; with a formatter set on the handler, its output. The
+program name (``ident``) is ``sys.argv[0]``'s base name. Sending never raises into the
+program: an unreachable daemon is the Client's business (hold, count, report), and anything
+else goes to ``handleError`` like every stdlib handler.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from typing import Optional
+
+from . import fieldnames, wire
+from .client import Client
+
+# every attribute a plain LogRecord has, so that what is left over came from extra=
+_PLAIN = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+_PLAIN_SIZE = len(_PLAIN)
+_STANDARD = frozenset(_PLAIN) | {"message", "asctime", "exc_text", "stack_info", "taskName"}
+
+
+def priority_of(levelno: int) -> int:
+    if levelno >= logging.ERROR:
+        return 4
+    if levelno >= logging.WARNING:
+        return 3
+    if levelno >= logging.INFO:
+        return 2
+    return 1
+
+
+def _program() -> Optional[str]:
+    argv0 = sys.argv[0] if getattr(sys, "argv", None) else ""
+    name = os.path.basename(argv0)
+    return name if name and name != "-c" else None
+
+
+class VirlogdHandler(logging.Handler):
+    """Sends every record it handles to the daemon at *socket_path* (None: the default)."""
+
+    def __init__(self, socket_path: Optional[str] = None, level: int = logging.NOTSET, *,
+                 hold: int = 10000) -> None:
+        super().__init__(level)
+        self.client = Client(socket_path, hold=hold)
+        self.ident = _program()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage() if self.formatter is None else self.format(record)
+            self.client.send_frame(wire.encode_parts(
+                priority_of(record.levelno), record.name, message, time=record.created,
+                func=record.funcName, line=record.lineno or 0, file=record.pathname,
+                fields=_fields(record), stack=_stack(record), ident=self.ident))
+        except Exception:  # noqa: BLE001 - logging must never take its host down
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.client.flush()
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            super().close()
+
+
+def _fields(record: logging.LogRecord) -> Optional[dict]:
+    attrs = record.__dict__
+    if len(attrs) <= _PLAIN_SIZE:       # the usual case, decided without building a set
+        return None
+    extra = attrs.keys() - _STANDARD
+    if not extra:
+        return None
+    fields = {}
+    for key in extra:
+        if not key.isupper():
+            continue
+        value = attrs[key]
+        if value is None:
+            continue
+        name = key if fieldnames.is_valid(key) else fieldnames.sanitize(key)
+        fields[name] = value if isinstance(value, (str, bytes)) else str(value)
+    return fields or None
+
+
+def _stack(record: logging.LogRecord) -> Optional[str]:
+    parts = []
+    if record.exc_info and record.exc_info[0] is not None:
+        parts.append("".join(traceback.format_exception(*record.exc_info)))
+    elif record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(record.stack_info)
+    return "\n".join(part.rstrip("\n") for part in parts) + "\n" if parts else None

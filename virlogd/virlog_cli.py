@@ -1,0 +1,157 @@
+"""``virlog``: send records to virlogd from a shell, like ``logger``.
+
+    virlog [-p PRIORITY] [-s SOURCE] [-S SOCKET] [--field NAME=VALUE]... [MESSAGE...]
+
+With MESSAGE, one record (the words joined by spaces); without, each line of standard input
+is one record, sent as it arrives (so ``tail -f x | virlog`` works). Unlike the library,
+``virlog`` does not hold records for a daemon that is away: it connects first and fails at
+once if it cannot (exit 1). It also confirms delivery: once everything is sent it shuts down
+its side and waits for the daemon's end of file, which the daemon sends only after it has
+routed (and flushed) everything it read — so exit 0 means the records reached the outputs.
+
+Exit statuses: 0 all delivered; 1 daemon unreachable or lost; 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from typing import Dict, Iterator, List, Optional
+
+from . import defaults, fieldnames, wire
+from .priority import parse_priority
+
+PROG = "virlog"
+READ_SIZE = 64 * 1024
+
+
+class Failure(Exception):
+    """Something the user must be told; ``str()`` is the sentence (exit 1)."""
+
+
+def _priority(text: str) -> int:
+    try:
+        return parse_priority(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _source(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Send log records to virlogd, like logger(1).",
+        epilog="With no MESSAGE, each line of standard input is one record.")
+    p.add_argument("-p", "--priority", type=_priority, default=2, metavar="PRIORITY",
+                   help="1-4 or debug, info, warning, error (default: info)")
+    p.add_argument("-s", "--source", type=_source, default="virlog", metavar="SOURCE",
+                   help="the source name filters match (default: virlog)")
+    p.add_argument("-S", "--socket", metavar="SOCKET", default=None,
+                   help="virlogd's client socket (default: %s)" % defaults.socket_path())
+    p.add_argument("--field", action="append", default=[], metavar="NAME=VALUE",
+                   help="attach a field, e.g. MESSAGE_ID=...; repeatable")
+    p.add_argument("message", nargs="*", metavar="MESSAGE", help="the message")
+    return p
+
+
+def parse_field(text: str) -> tuple:
+    """``NAME=VALUE`` -> (name, value); ValueError with the sentence for the user."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"--field '{text}' must be NAME=VALUE")
+    try:
+        fieldnames.check(name)
+    except ValueError as err:
+        # "invalid field name 'x-y': ..." -> "invalid field name 'x-y' in --field: ..."
+        raise ValueError(str(err).replace(f"'{name}'", f"'{name}' in --field", 1)) from None
+    return name, value
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError as err:
+        sock.close()
+        raise Failure(f"cannot connect to virlogd at {path}: {err.strerror or err} "
+                      f"(is virlogd running?)") from None
+    return sock
+
+
+def _stdin_lines() -> Iterator[List[bytes]]:
+    """Batches of complete lines as they arrive; the last line may lack its newline."""
+    fd = sys.stdin.fileno()
+    rest = b""
+    while True:
+        chunk = os.read(fd, READ_SIZE)
+        if not chunk:
+            if rest:
+                yield [rest]
+            return
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        if lines:
+            yield lines
+
+
+def _batches(args, fields) -> Iterator[bytes]:
+    def frame(message: str) -> bytes:
+        try:
+            return wire.encode_parts(args.priority, args.source, message, time=time.time(),
+                                     fields=fields)
+        except ValueError as err:
+            raise Failure(str(err)) from None
+    if args.message:
+        yield frame(" ".join(args.message))
+        return
+    for lines in _stdin_lines():
+        yield b"".join(frame(line.decode("utf-8", "surrogateescape")) for line in lines)
+
+
+def send(path: str, batches: Iterator[bytes]) -> None:
+    """Connect, send every batch, then wait for the daemon to confirm it read them all."""
+    sock = _connect(path)
+    try:
+        try:
+            sock.sendall(wire.HELLO)
+            for batch in batches:
+                sock.sendall(batch)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+        except OSError as err:
+            raise Failure(f"lost connection to virlogd at {path}: {err.strerror or err}") \
+                from None
+    finally:
+        sock.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    fields: Dict[str, str] = {}
+    for text in args.field:
+        try:
+            name, value = parse_field(text)
+        except ValueError as err:
+            p.error(str(err))
+        fields[name] = value
+    path = args.socket or defaults.socket_path()
+    try:
+        send(path, _batches(args, fields or None))
+    except Failure as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main_entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""The client protocol: sans-IO encoding and decoding of records (see docs/protocol.md).
+
+A connection is a byte stream: an 8-byte greeting (``VIRLOGD`` and a version byte), then
+frames, each a little-endian ``u32`` length and that many bytes. Lengths, not separators,
+delimit everything, so a message may hold any bytes (newlines, NULs, invalid UTF-8).
+
+Why this shape: the anchors show the client is the limit and that batching many records per
+write is what makes a stream fast, so a frame is one ``struct.pack`` plus a ``join`` on the
+client, and the daemon cuts a 256 kB read into records with one ``unpack_from`` per frame.
+
+The protocol never carries pid, uid or gid: the daemon takes them from SO_PEERCRED, so no
+client can claim to be another process. ``FrameDecoder`` stamps the trusted identity it is
+given on every record it builds.
+"""
+from __future__ import annotations
+
+import struct
+from typing import List, Mapping, Optional, Union
+
+from . import fieldnames
+from .errors import ProtocolError
+from .record import Record
+
+VERSION = 1
+MAGIC = b"VIRLOGD"
+HELLO = MAGIC + bytes([VERSION])
+MAX_FRAME = 4 * 1024 * 1024          # bytes after the length prefix; a 1 MiB message fits
+MAX_FIELDS = 256
+TYPE_RECORD = 1
+KIND_TEXT, KIND_BYTES = 0, 1
+MAX_TIME = 253402300799.0            # 9999-12-31T23:59:59Z: the text format's last second
+
+# length, type, priority, nfields, line, time, then the lengths of source, message, func,
+# file, stack, ident
+_HEAD = struct.Struct("<IBBHId6I")
+_HEAD_SIZE = _HEAD.size              # 44
+_BODY_FIXED = _HEAD_SIZE - 4         # 40: what the length counts before the strings
+_FIELD = struct.Struct("<BBI")       # name length, value kind, value length
+_FIELD_SIZE = _FIELD.size
+_LEN = struct.Struct("<I")
+
+FieldValue = Union[str, bytes]
+
+
+# -- encoding (client side) ----------------------------------------------------------------
+def _text(value: str) -> bytes:
+    """UTF-8, keeping bytes smuggled in by surrogateescape; never raises."""
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:      # a lone surrogate of another kind
+        return value.encode("utf-8", "backslashreplace")
+
+
+def _name(value: str) -> bytes:
+    # identifiers must be valid UTF-8 on the wire: replace what cannot be encoded
+    return value.encode("utf-8", "replace")
+
+
+def _encode_fields(fields: Mapping[str, FieldValue]) -> bytes:
+    if len(fields) > MAX_FIELDS:
+        raise ValueError(f"too many fields ({len(fields)}, limit {MAX_FIELDS})")
+    parts = []
+    for name, value in fields.items():
+        raw_name = _name(name)
+        if len(raw_name) > 255:
+            raw_name = fieldnames.sanitize(name).encode("ascii")
+        if isinstance(value, bytes):
+            kind, raw = KIND_BYTES, value
+        else:
+            kind, raw = KIND_TEXT, _text(value if isinstance(value, str) else str(value))
+        parts.append(_FIELD.pack(len(raw_name), kind, len(raw)))
+        parts.append(raw_name)
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def encode_parts(priority: int, source: str, message: str, *, time: float,
+                 func: Optional[str] = None, line: int = 0, file: Optional[str] = None,
+                 fields: Optional[Mapping[str, FieldValue]] = None,
+                 stack: Optional[str] = None, ident: Optional[str] = None) -> bytes:
+    """One frame for a record given field by field (what the logging handler uses).
+
+    Raises ValueError for what the daemon would refuse (a priority outside 1-4, more than
+    MAX_FIELDS fields, a frame over MAX_FRAME), so a bad record never costs a connection.
+    """
+    if priority not in (1, 2, 3, 4):
+        raise ValueError(f"invalid priority {priority!r} (expected 1-4)")
+    src = _name(source)
+    try:
+        msg = message.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        msg = _text(message)
+    fn = _name(func) if func else b""
+    fl = _text(file) if file else b""
+    st = _text(stack) if stack else b""
+    idn = _name(ident) if ident else b""
+    if fields:
+        tail = _encode_fields(fields)
+        count = len(fields)
+    else:
+        tail = b""
+        count = 0
+    size = _BODY_FIXED + len(src) + len(msg) + len(fn) + len(fl) + len(st) + len(idn) + len(tail)
+    if size > MAX_FRAME:
+        raise ValueError(f"record of {size} bytes exceeds the {MAX_FRAME}-byte frame limit")
+    if not 0 <= line <= 0xFFFFFFFF:
+        line = 0
+    return b"".join((_HEAD.pack(size, TYPE_RECORD, priority, count, line, time, len(src),
+                                len(msg), len(fn), len(fl), len(st), len(idn)),
+                     src, msg, fn, fl, st, idn, tail))
+
+
+def encode(record: Record) -> bytes:
+    """One frame for *record*. Its pid/uid/gid are not sent: the daemon reads the peer's."""
+    return encode_parts(record.priority, record.source, record.message, time=record.time,
+                        func=record.func, line=record.line or 0, file=record.file,
+                        fields=record.fields, stack=record.stack, ident=record.ident)
+
+
+# -- decoding (daemon side) ----------------------------------------------------------------
+def _strict(raw, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ProtocolError(f"invalid UTF-8 in {what} at byte {err.start}") from None
+
+
+def _greeting_error(data: bytes) -> ProtocolError:
+    if data[:len(MAGIC)] != MAGIC:
+        return ProtocolError(f"not a virlogd client: bad greeting {bytes(data[:8])!r} "
+                             f"(expected {HELLO!r})")
+    return ProtocolError(f"unsupported protocol version {data[len(MAGIC)]} "
+                         f"(this daemon speaks {VERSION})")
+
+
+class FrameDecoder:
+    """Cuts a byte stream into records; stateful, one per connection.
+
+    ``feed(data)`` returns every record completed by *data*, in order. On malformed input it
+    raises ProtocolError with a specific message; the records decoded before the bad frame
+    are on the exception as ``err.records`` so the caller can still route them. After an
+    error the decoder refuses everything (the connection must be closed).
+    ``renamed`` counts field names that were invalid and renamed with fieldnames.sanitize.
+    """
+
+    def __init__(self, *, pid: Optional[int] = None, uid: Optional[int] = None,
+                 gid: Optional[int] = None, max_frame: int = MAX_FRAME,
+                 greeting: bool = True) -> None:
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+        self.max_frame = max_frame
+        self.greeted = not greeting
+        self.renamed = 0
+        self.failed: Optional[str] = None
+        self._pending = bytearray()
+        self._need = 0      # bytes the pending frame needs in all (0: unknown yet)
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete greeting or frame held for the next feed()."""
+        return len(self._pending)
+
+    def feed(self, data) -> List[Record]:
+        if self.failed is not None:
+            raise ProtocolError(self.failed)
+        if self._pending:
+            self._pending += data
+            if len(self._pending) < self._need:
+                return []
+            buf = bytes(self._pending)
+            self._pending.clear()
+        else:
+            buf = bytes(data)
+        out: List[Record] = []
+        try:
+            pos = 0 if self.greeted else self._greet(buf)
+            if pos < 0:
+                return out
+            pos = self._frames(buf, pos, out)
+        except ProtocolError as err:
+            self.failed = str(err)
+            err.records = out
+            raise
+        if pos < len(buf):
+            self._pending += buf[pos:]
+        return out
+
+    def _greet(self, buf: bytes) -> int:
+        size = len(HELLO)
+        if len(buf) < size:
+            if buf != HELLO[:len(buf)]:
+                raise _greeting_error(buf)
+            self._pending += buf
+            self._need = size
+            return -1
+        if buf[:size] != HELLO:
+            raise _greeting_error(buf)
+        self.greeted = True
+        return size
+
+    def _frames(self, buf: bytes, pos: int, out: List[Record]) -> int:
+        end = len(buf)
+        unpack = _HEAD.unpack_from
+        append = out.append
+        limit = self.max_frame
+        pid, uid, gid = self.pid, self.uid, self.gid
+        while end - pos >= 4:
+            size = _LEN.unpack_from(buf, pos)[0]
+            if size > limit:
+                raise ProtocolError(f"frame of {size} bytes exceeds the {limit}-byte limit")
+            stop = pos + 4 + size
+            if stop > end:
+                self._need = stop - pos
+                return pos
+            if size < _BODY_FIXED:
+                raise ProtocolError(f"frame of {size} bytes is shorter than the "
+                                    f"{_BODY_FIXED}-byte record header")
+            (_, kind, priority, nfields, line, when,
+             ls, lm, lf, lp, lk, li) = unpack(buf, pos)
+            if kind != TYPE_RECORD:
+                raise ProtocolError(f"unknown frame type {kind}")
+            if priority not in (1, 2, 3, 4):
+                raise ProtocolError(f"invalid priority {priority}")
+            if not 0.0 <= when <= MAX_TIME:     # also refuses NaN
+                raise ProtocolError(f"invalid time {when!r}")
+            a = pos + _HEAD_SIZE
+            b = a + ls
+            c = b + lm
+            d = c + lf
+            e = d + lp
+            f = e + lk
+            g = f + li
+            if g > stop:
+                raise ProtocolError(f"truncated strings: the header declares {g - a} bytes "
+                                    f"in a {size}-byte frame")
+            try:
+                source = buf[a:b].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("invalid UTF-8 in source") from None
+            record = Record(
+                priority, source, buf[b:c].decode("utf-8", "surrogateescape"),
+                time=when, line=line,
+                func=_strict(buf[c:d], "func") if lf else None,
+                file=buf[d:e].decode("utf-8", "surrogateescape") if lp else None,
+                stack=buf[e:f].decode("utf-8", "surrogateescape") if lk else None,
+                ident=_strict(buf[f:g], "ident") if li else None,
+                fields=self._fields(buf, g, stop, nfields) if nfields else None,
+                pid=pid, uid=uid, gid=gid)
+            if not nfields and g != stop:
+                raise ProtocolError(f"frame length mismatch: the record ends at byte "
+                                    f"{g - pos - 4} of a {size}-byte frame")
+            append(record)
+            pos = stop
+        self._need = 0
+        return pos
+
+    def _fields(self, buf: bytes, pos: int, stop: int, count: int) -> dict:
+        if count > MAX_FIELDS:
+            raise ProtocolError(f"too many fields ({count}, limit {MAX_FIELDS})")
+        fields = {}
+        for index in range(1, count + 1):
+            if pos + _FIELD_SIZE > stop:
+                raise ProtocolError(f"truncated field {index} of {count}")
+            name_len, kind, value_len = _FIELD.unpack_from(buf, pos)
+            start = pos + _FIELD_SIZE
+            pos = start + name_len + value_len
+            if pos > stop:
+                raise ProtocolError(f"truncated field {index} of {count}")
+            name = buf[start:start + name_len].decode("latin-1")
+            raw = buf[start + name_len:pos]
+            if kind == KIND_TEXT:
+                value: FieldValue = raw.decode("utf-8", "surrogateescape")
+            elif kind == KIND_BYTES:
+                value = raw
+            else:
+                raise ProtocolError(f"invalid kind {kind} for field {index} ({name!r})")
+            if not fieldnames.is_valid(name):
+                name = fieldnames.sanitize(name)
+                self.renamed += 1
+            fields[name] = value
+        if pos != stop:
+            raise ProtocolError(f"frame length mismatch: {stop - pos} bytes left after "
+                                f"the last field")
+        return fields
