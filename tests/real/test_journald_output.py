@@ -10,6 +10,7 @@ import textwrap
 import uuid
 
 from journal_checks import (SEED_BINARY, SEED_MESSAGE_ID, SEED_SOURCE, check_seed_entry)
+from conftest import wait_until
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
@@ -229,6 +230,9 @@ def test_a_relayed_record_carries_the_clients_identity_and_keeps_renamed_fields(
     run_id = uuid.uuid4().hex
     client = subprocess.Popen(["sleep", "30"])
     try:
+        # Popen returns after fork, maybe before exec: wait until the process is "sleep"
+        wait_until(lambda: open(f"/proc/{client.pid}/comm").read().strip() == "sleep", 5,
+                   "the client to exec sleep")
         out = JournaldOutput(OutputSpec(1, "journald"), OutputContext())
         out.emit(Record(3, "qemu.monitor", "from the client", pid=client.pid, uid=0, gid=0,
                         ident="qemu-kvm", fields={"TEST_RUN": run_id, "lower": "kept",
