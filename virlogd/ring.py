@@ -11,27 +11,33 @@ find the previous run's buffer and dump it as recovered.
 """
 from __future__ import annotations
 
+import collections
 import mmap
 import os
 import struct
-from typing import List, Optional
+from typing import Deque, List, Optional
 
 MAGIC = b"VLRING1\0"
 _HEADER = struct.Struct("<8sIIIII")    # magic, capacity, head, tail, used, state
 HEADER_SIZE = 32
+_POINTERS = struct.Struct("<III")     # head, tail, used: rewritten on every append
+_POINTERS_AT = 12
 _LEN = struct.Struct("<I")
 RUNNING, CLEAN = 1, 0
 
 
 class RingBuffer:
     __slots__ = ("capacity", "_area", "_head", "_tail", "_used", "_map", "_fd", "path",
-                 "skipped")
+                 "skipped", "_sizes")
 
     def __init__(self, capacity: int, path: Optional[str] = None) -> None:
         self.capacity = capacity
         self.path = path
         self._head = self._tail = self._used = 0
         self.skipped = 0          # entries too large to store
+        # sizes of the stored entries, oldest first: dropping the oldest needs no read of
+        # its length prefix back from the area (the hot path of a full ring)
+        self._sizes: Deque[int] = collections.deque()
         self._map: Optional[mmap.mmap] = None
         self._fd = -1
         if path is None:
@@ -55,15 +61,27 @@ class RingBuffer:
         if size > cap:
             self.skipped += 1
             return
-        while self._used + size > cap:
-            self._drop_oldest()
-        self._put(self._head, _LEN.pack(len(data)))
-        self._put((self._head + 4) % cap, data)
-        self._head = (self._head + size) % cap
-        self._used += size
+        used = self._used + size
+        tail = self._tail
+        sizes = self._sizes
+        while used > cap:
+            dropped = sizes.popleft()
+            tail = (tail + dropped) % cap
+            used -= dropped
+        head = self._head
+        end = head + size
+        if end <= cap:
+            area = self._area
+            area[head:head + 4] = _LEN.pack(size - 4)
+            area[head + 4:end] = data
+        else:
+            self._put(head, _LEN.pack(size - 4) + data)
+        self._head = end % cap
+        self._tail = tail
+        self._used = used
+        sizes.append(size)
         if self._map is not None:
-            _HEADER.pack_into(self._map, 0, MAGIC, cap, self._head, self._tail, self._used,
-                              RUNNING)
+            _POINTERS.pack_into(self._map, _POINTERS_AT, self._head, tail, used)
 
     def _put(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
@@ -79,11 +97,6 @@ class RingBuffer:
         if end <= self.capacity:
             return bytes(self._area[offset:end])
         return bytes(self._area[offset:]) + bytes(self._area[:end - self.capacity])
-
-    def _drop_oldest(self) -> None:
-        (size,) = _LEN.unpack(self._get(self._tail, 4))
-        self._tail = (self._tail + 4 + size) % self.capacity
-        self._used -= 4 + size
 
     # -- reading ---------------------------------------------------------------------
     def entries(self) -> List[bytes]:
@@ -105,6 +118,7 @@ class RingBuffer:
 
     def clear(self) -> None:
         self._head = self._tail = self._used = 0
+        self._sizes.clear()
         if self._map is not None:
             self._save(RUNNING)
 
