@@ -114,14 +114,45 @@ def _batches(args, fields) -> Iterator[bytes]:
         yield b"".join(frame(line.decode("utf-8", "surrogateescape")) for line in lines)
 
 
+RECONNECT_FOR = 30.0     # seconds a streaming virlog waits for a restarted daemon
+
+
+def _reconnect(path: str, why: OSError) -> socket.socket:
+    """A new connection after the daemon went away mid-stream (restarted, most likely)."""
+    print(f"{PROG}: warning: lost connection to virlogd at {path}: {why.strerror or why}; "
+          f"reconnecting", file=sys.stderr)
+    deadline = time.monotonic() + RECONNECT_FOR
+    delay = 0.05
+    while True:
+        try:
+            sock = _connect(path)
+            sock.sendall(wire.HELLO)
+            return sock
+        except (Failure, OSError) as err:
+            if time.monotonic() > deadline:
+                raise Failure(f"lost connection to virlogd at {path}: {why.strerror or why}; "
+                              f"no daemon came back within {RECONNECT_FOR:.0f} s") from err
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 def send(path: str, batches: Iterator[bytes]) -> None:
-    """Connect, send every batch, then wait for the daemon to confirm it read them all."""
+    """Connect, send every batch, then wait for the daemon to confirm it read them all.
+
+    A daemon that goes away mid-stream (a restart) is waited for, and the batch that failed
+    is sent again: a record may then arrive twice, never not at all."""
     sock = _connect(path)
     try:
         try:
             sock.sendall(wire.HELLO)
             for batch in batches:
-                sock.sendall(batch)
+                while True:
+                    try:
+                        sock.sendall(batch)
+                        break
+                    except OSError as err:
+                        sock.close()
+                        sock = _reconnect(path, err)
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(4096):
                 pass

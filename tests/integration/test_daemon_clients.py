@@ -156,3 +156,30 @@ def test_a_client_survives_a_daemon_restart_and_its_drops_are_reported(tmp_path)
         assert [int(k) for k in kept] == list(range(200, 300))
     finally:
         assert again.stop() == 0
+
+
+def test_a_streaming_virlog_waits_for_a_restarted_daemon(tmp_path):
+    """`... | virlog` keeps going across a daemon restart: every line arrives."""
+    log = tmp_path / "out.log"
+    d = Daemon(tmp_path, outputs=f"1:file:{log}")
+    from daemonproc import VIRLOG
+    proc = subprocess.Popen([VIRLOG, "-S", d.socket, "-p", "warning", "-s", "stream"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=d.env)
+    proc.stdin.write("first line\n")
+    proc.stdin.flush()
+    read_until(log, "first line")
+    assert d.stop() == 0
+    again = Daemon(tmp_path, outputs=f"1:file:{log}")
+    try:
+        for i in range(3):                      # the first write may only reveal the loss
+            proc.stdin.write(f"after restart {i}\n")
+            proc.stdin.flush()
+        proc.stdin.close()
+        assert proc.wait(30) == 0, proc.stderr.read()
+        text = read_until(log, "after restart 2")
+        assert [f"after restart {i}" in text for i in range(3)] == [True] * 3
+        assert proc.stderr.read() == (f"virlog: warning: lost connection to virlogd at "
+                                      f"{d.socket}: Broken pipe; reconnecting\n")
+    finally:
+        assert again.stop() == 0
