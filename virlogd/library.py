@@ -34,6 +34,9 @@ DEFAULT_BUFFER_KB = 64
 _lock = threading.RLock()
 _router: Optional[Router] = None
 _loggers: Dict[str, "Logger"] = {}
+_pid = [os.getpid()]           # os.getpid() costs a system call per record; forks refresh it
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 _current = {"level": 3, "filters": [], "outputs": [], "buffer_size": DEFAULT_BUFFER_KB}
 
 
@@ -173,14 +176,14 @@ def getLogger(name: str) -> "Logger":   # noqa: N802 - the stdlib's spelling, on
 class Logger:
     """Logs records from one source; ``name`` is what filters match."""
 
-    __slots__ = ("name", "_min", "_router")
+    __slots__ = ("name", "_min", "_router", "_stack")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._refresh(_get_router())
 
     def _refresh(self, router: Router) -> None:
-        threshold = router.decide(self.name)[0]
+        threshold, self._stack = router.decide(self.name)
         self._min = 1 if router.ring is not None else threshold
         self._router = router
 
@@ -218,7 +221,7 @@ class Logger:
         frame = sys._getframe(depth)
         fields = _fields(meta) if meta else None
         stack = None
-        if router.decide(self.name)[1]:
+        if self._stack:
             stack = "".join(traceback.format_stack(frame))
         exc_info = meta.get("exc_info") if meta else None
         if exc_info:
@@ -230,7 +233,7 @@ class Logger:
         code = frame.f_code
         router.route(Record(priority, self.name, msg % args if args else str(msg),
                             func=code.co_name, line=frame.f_lineno, file=code.co_filename,
-                            fields=fields, stack=stack))
+                            fields=fields, stack=stack, pid=_pid[0]))
 
 
 _META = {"message_id": "MESSAGE_ID", "domain": "LIBVIRT_DOMAIN", "code": "LIBVIRT_CODE"}

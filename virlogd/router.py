@@ -19,15 +19,17 @@ from .filters import FilterSet
 from .outputs.base import Output
 from .record import Record
 from .ring import RingBuffer
-from .textformat import dump_text, format_line
+from .textformat import dump_text, entry_text, format_line, pack_record
 
 
 class RouterState:
-    __slots__ = ("filters", "outputs")
+    __slots__ = ("filters", "outputs", "text_level")
 
     def __init__(self, filters: FilterSet, outputs: Sequence[Output]) -> None:
         self.filters = filters
         self.outputs = tuple(outputs)
+        # the lowest priority any text output writes: below it, no line needs formatting
+        self.text_level = min((out.priority for out in self.outputs if out.text), default=5)
 
     @property
     def default_level(self) -> int:
@@ -55,17 +57,22 @@ class Router:
             self.received += 1
             state = self.state
             threshold, stack = state.filters.decide(record.source)
+            priority = record.priority
             ring = self.ring
-            if ring is None and record.priority < threshold:
+            if priority < threshold:
+                if ring is not None:
+                    ring.append(pack_record(record))     # formatted only if dumped
                 return
-            line = format_line(record)
-            if ring is not None:
-                ring.append(line.encode("utf-8", "surrogateescape"))
-                if record.priority < threshold:
-                    return
+            line = ""
+            if priority >= state.text_level:
+                line = format_line(record)
+                if ring is not None:
+                    ring.append(line.encode("utf-8", "surrogateescape"))
+            elif ring is not None:
+                ring.append(pack_record(record))
             full = format_line(record, True) if stack and record.stack else line
             for out in state.outputs:
-                if record.priority >= out.priority:
+                if priority >= out.priority:
                     try:
                         out.handle(record, full if out.text else line)
                     except Exception as err:  # noqa: BLE001 - isolate every output
@@ -132,8 +139,7 @@ class Router:
             if entries is None and self.ring is not None:
                 entries = self.ring.entries()
                 self.ring.clear()
-            lines = None if entries is None else \
-                [entry.decode("utf-8", "surrogateescape") for entry in entries]
+            lines = None if entries is None else [entry_text(entry) for entry in entries]
             text = dump_text(reason, lines, recovered=recovered)
             targets = [out for out in self.state.outputs if out.text]
             fallback = None

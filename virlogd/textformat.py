@@ -10,6 +10,7 @@ starts with — and other control characters are shown escaped (``\\x1b``).
 from __future__ import annotations
 
 import re
+import struct
 import time as _time
 from typing import Optional
 
@@ -58,6 +59,32 @@ def format_line(record, with_stack: bool = False) -> str:
         text += "".join(f"{CONTINUATION}{neutralise(row)}\n"
                         for row in record.stack.rstrip("\n").split("\n"))
     return text
+
+
+# A ring entry is either a text line (what a dump writes, when the record was formatted
+# anyway for a text output) or, for a record nothing else formats, the record packed as it
+# is: formatting costs more than the rest of the debug path, so it is deferred to dump time.
+# Packed entries start with a NUL byte, which no text line does.
+_PACKED = struct.Struct("<xdiiBH")     # NUL, time, pid, line, priority, len(func)
+
+
+def pack_record(record) -> bytes:
+    """The ring entry of a record no output formats (cheaper than ``format_line``)."""
+    func = (record.func or "").encode("utf-8", "surrogateescape")
+    return (_PACKED.pack(record.time, record.pid, record.line or 0, record.priority,
+                         len(func)) + func
+            + record.message.encode("utf-8", "surrogateescape"))
+
+
+def entry_text(entry: bytes) -> str:
+    """The text line of a ring entry, packed or not."""
+    if entry[:1] != b"\0":
+        return entry.decode("utf-8", "surrogateescape")
+    when, pid, line, priority, func_len = _PACKED.unpack_from(entry)
+    start = _PACKED.size
+    func = entry[start:start + func_len].decode("utf-8", "surrogateescape")
+    message = entry[start + func_len:].decode("utf-8", "surrogateescape")
+    return f"{format_time(when)}: {_body(pid, priority, func or None, line, message)}\n"
 
 
 def syslog_payload(record) -> str:

@@ -7,6 +7,7 @@ from virlogd.record import Record
 from virlogd.ring import RingBuffer
 from virlogd.router import Router, RouterState
 from virlogd.specs import parse_filters, parse_outputs
+from virlogd.textformat import entry_text, format_line, pack_record
 
 CTX = OutputContext(pid=4711, hostname="testhost")
 
@@ -30,7 +31,7 @@ def test_every_record_reaches_the_ring_whatever_its_priority(tmp_path):
     router = make_router(f"1:file:{tmp_path}/a.log")
     router.route(Record(1, "qemu", "hidden debug"))
     router.route(Record(3, "qemu", "shown warning"))
-    assert [e.decode().split(" : ")[-1] for e in router.ring.entries()] == [
+    assert [entry_text(e).split(" : ")[-1] for e in router.ring.entries()] == [
         "hidden debug\n", "shown warning\n"]
     assert messages(tmp_path / "a.log")[-1] == "shown warning"
     assert "hidden debug" not in messages(tmp_path / "a.log")
@@ -122,3 +123,11 @@ def test_files_are_created_private_and_appended_to(tmp_path):
     fresh = tmp_path / "fresh.log"
     make_router(f"1:file:{fresh}").route(Record(3, "x", "new"))
     assert os.stat(fresh).st_mode & 0o777 == 0o600
+
+
+def test_a_packed_ring_entry_dumps_as_the_same_line_as_a_formatted_one():
+    """Records nobody formats are packed in the ring; the dump shows the exact same line."""
+    for record in (Record(1, "s", "plain", func="f", line=7, pid=42, time=1764000000.123),
+                   Record(4, "s", "two\nlines \udcff", pid=1, time=0.5),
+                   Record(2, "s", "", func="é", line=0, pid=7, time=1e9)):
+        assert entry_text(pack_record(record)) == format_line(record)
