@@ -40,7 +40,7 @@ def _escape_control(match: "re.Match[str]") -> str:
 
 def neutralise(text: str) -> str:
     """Make *text* safe to write as (the tail of) one record in a line-oriented file."""
-    if _CONTROL.search(text) is None:
+    if text.isprintable() or _CONTROL.search(text) is None:   # the first test is the cheap one
         return text
     return _CONTROL.sub(_escape_control, text.replace("\r\n", "\n"))
 
