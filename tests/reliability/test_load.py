@@ -21,7 +21,7 @@ import time
 from daemonproc import Daemon, wait_for
 
 CLIENTS = 16
-RECORDS = int(os.environ.get("VIRLOGD_LOAD_RECORDS", "25000"))
+RECORDS = int(os.environ.get("VIRLOGD_LOAD_RECORDS", "100000"))
 SIGNAL_PERIOD = 0.010
 
 # Each client: N records, priorities 1-4 in turn, messages 0-3000 bytes of padding, sent
@@ -80,10 +80,11 @@ def parse(path):
     got, dumps, in_dump = {}, 0, False
     with open(path, "rb") as f:
         for line in f:
-            if line.startswith(b"====== start of log"):
+            banner = line.strip()
+            if banner == b"====== start of log =====":
                 in_dump, dumps = True, dumps + 1
                 continue
-            if line.startswith(b"====== end of log"):
+            if banner == b"====== end of log =====":
                 in_dump = False
                 continue
             if in_dump:

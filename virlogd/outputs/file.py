@@ -12,17 +12,31 @@ covers the library) compares the path with the inode we hold open. When logrotat
 or removed the file (or put another one in its place), what is buffered is written to the old
 file first, then the path is reopened: no record is lost, the last few land in the rotated
 file. A file truncated in place (``copytruncate``) is noticed too, and only resets the size.
+
+A write that fails (disk full, a pipe nobody reads) keeps what was not written and retries
+it on the next flush, but only up to ``MAX_BACKLOG`` bytes: beyond that the oldest whole
+lines are dropped and counted (``dropped``), so a destination that stays broken costs
+bounded memory, and writing resumes by itself once it works again.
+
+A FIFO (``1:file:/run/x.fifo``, for a reader such as a log shipper) is opened read-write and
+non-blocking: neither the open (no reader yet) nor a write (a reader that stops reading) can
+ever block the daemon; the pipe keeps what fits and the rest is dropped and counted.
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from typing import Optional, Tuple
 
 from .. import rotation
 from .base import Output
+from .dgram import DeliveryError
 
 CHECK_INTERVAL = 1.0   # seconds between path checks made from flush()
+MAX_BACKLOG = 1024 * 1024       # bytes kept for retry after failed writes
+CONTINUATION = b"\n  | "        # textformat.CONTINUATION after a newline: not a new record
 
 
 def open_append(path: str, readable: bool = False) -> int:
@@ -42,6 +56,7 @@ class FileOutput(Output):
         self.rotations = 0                # rollovers done by us
         self._pending: list = []
         self._carry = b""                 # bytes a failed write left over, written first
+        self._written = 0
         self._fd = -1
         self._inode: Optional[Tuple[int, int]] = None
         self._size = 0
@@ -52,12 +67,18 @@ class FileOutput(Output):
     # -- the file --------------------------------------------------------------------
     def _open(self) -> None:
         readable = bool(self.max_size)   # to find the last newline of an existing file
-        try:
-            fd = open_append(self.path, readable)
-        except PermissionError:
-            if not readable:
-                raise
-            fd, readable = open_append(self.path), False
+        if _is_fifo(self.path):
+            # O_RDWR: opening never waits for a reader; O_NONBLOCK: a full pipe is EAGAIN
+            fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.max_size = 0            # nothing to rotate in a pipe
+            readable = False
+        else:
+            try:
+                fd = open_append(self.path, readable)
+            except PermissionError:
+                if not readable:
+                    raise
+                fd, readable = open_append(self.path), False
         try:
             info = os.fstat(fd)
             self._last_newline = _last_newline(fd, info.st_size) if readable else 0
@@ -98,6 +119,7 @@ class FileOutput(Output):
         """Write all of *data*, rolling over as needed; on an error, what was not written is
         kept (``_carry``) and retried by the next flush, then the error is raised."""
         pos, end = 0, len(data)
+        self._written = 0      # how far _write_span got, even when it raised
         rotate_error: Optional[OSError] = None
         try:
             if self._fd < 0:
@@ -115,14 +137,31 @@ class FileOutput(Output):
                     except OSError as err:
                         # keep every record: write on past the limit and say why
                         rotate_error = err
+        except BlockingIOError:
+            self._keep(data[max(pos, self._written):])
+            raise DeliveryError(errno.EAGAIN, f"{self.path} is not being read: the pipe is "
+                                              f"full ({self.dropped} line(s) dropped so far)") \
+                from None
         except BaseException:
-            self._carry = data[pos:]
+            # not data[pos:]: a short write before the error already wrote part of the span
+            self._keep(data[max(pos, self._written):])
             raise
         if rotate_error is not None:
             raise OSError(rotate_error.errno,
                           f"cannot rotate {self.path}: "
                           f"{rotate_error.strerror or rotate_error}; writing on past "
                           f"max_size ({self.max_size} bytes)")
+
+    def _keep(self, rest: bytes) -> None:
+        """Keep *rest* for the next flush, at most MAX_BACKLOG bytes: the line a short write
+        cut is completed, then the oldest whole lines go first, counted in ``dropped``."""
+        excess = len(rest) - MAX_BACKLOG
+        if excess > 0:
+            head = rest.find(b"\n") + 1         # the line a short write may have cut
+            cut = rest.find(b"\n", head + excess - 1) + 1 or len(rest)
+            self.dropped += rest.count(b"\n", head, cut) - rest.count(CONTINUATION, head, cut)
+            rest = rest[:head] + rest[cut:]
+        self._carry = rest
 
     def _write_span(self, data: bytes, pos: int, stop: int) -> int:
         view = memoryview(data)
@@ -136,6 +175,7 @@ class FileOutput(Output):
                 if newline >= 0:
                     self._last_newline = self._size + (newline - begin) + 1
                 self._size += pos - begin
+            self._written = pos
         return pos
 
     def _rollover(self) -> None:
@@ -147,7 +187,9 @@ class FileOutput(Output):
     # -- housekeeping ----------------------------------------------------------------
     def poll(self) -> None:
         """Reopen the path if it no longer names the file we hold (renamed, removed or
-        replaced by logrotate); buffered records go to the old file first."""
+        replaced by logrotate); buffered records go to the old file first. Also retries
+        what a failed write left over, so a quiet daemon catches up once the disk has
+        space again or the pipe's reader is back."""
         self._next_check = time.monotonic() + CHECK_INTERVAL
         if self._fd < 0:
             return
@@ -159,6 +201,8 @@ class FileOutput(Output):
             if info.st_size < self._size:       # truncated in place (copytruncate)
                 self._size = info.st_size
                 self._last_newline = 0
+            if self._carry:                      # a failed write: retry without new records
+                self._write_pending()
             return
         self._write_pending()                    # to the old file: nothing is lost
         self._close_fd()
@@ -170,6 +214,13 @@ class FileOutput(Output):
             self._write_pending()
         finally:
             self._close_fd()
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _last_newline(fd: int, size: int) -> int:

@@ -1,0 +1,407 @@
+"""Faults: the daemon killed, a disk full, a file swapped, receivers restarted, a pipe nobody
+reads, clients that stall. The daemon survives, loses only what it counts, and says so.
+
+Each test prints its figures (``-s``) for docs/RELIABILITY.md.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import require_real
+from daemonproc import Daemon, read_until, wait_for
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: (\d+): (\w+) : (.*)$")
+RECOVERED = ("Previous virlogd run ended without stopping cleanly; dumping recovered log "
+             "buffer of a previous run:")
+
+
+def python(program, env, *args):
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(program), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def split_dumps(text):
+    """(routed lines, [lines of each dump]) of a log file's text."""
+    routed, dumps, current = [], [], None
+    for line in text.splitlines():
+        banner = line.strip()
+        if banner == "====== start of log =====":
+            current = []
+            continue
+        if banner == "====== end of log =====":
+            dumps.append(current)
+            current = None
+            continue
+        (routed if current is None else current).append(line)
+    return routed, dumps
+
+
+def seqs(lines, tag="seq"):
+    pattern = re.compile(rf" : {tag} (\d+)\b")
+    return [int(m.group(1)) for m in map(pattern.search, lines) if m]
+
+
+def stats(d):
+    run = d.admin("stats", "--json")
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def output_stats(d, spec):
+    return next(o for o in stats(d)["outputs"] if o["output"] == spec)
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def figures(name, **values):
+    print(f"\n{name} figures:", json.dumps(values))
+
+
+# -- the daemon dies ---------------------------------------------------------------------
+STREAMER = """
+    import sys, time
+    from virlogd.client import Client
+    from virlogd.record import Record
+    client = Client(sys.argv[1], hold=int(sys.argv[2]))
+    for i in range(int(sys.argv[3])):
+        client.send(Record(3, "stream", "seq %d" % i))
+        if i % 5 == 4:
+            time.sleep(0.001)
+    client.close()
+    print(client.dropped_total, flush=True)
+"""
+
+
+def test_sigkill_mid_stream_then_restart_loses_only_what_is_counted(tmp_path):
+    """The client reconnects by itself, its drops are reported, the killed run's buffer is
+    recovered; every record is routed, recovered or counted, except those the kernel held."""
+    log = tmp_path / "out.log"
+    total, hold = 6000, 300
+    d = Daemon(tmp_path, outputs=f"1:file:{log}")
+    client = python(STREAMER, d.env, d.socket, str(hold), str(total))
+    again = None
+    try:
+        wait_for(lambda: max(seqs(log.read_text().splitlines()) or [0]) >= 1000, 20,
+                 "the stream to be under way")
+        assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+        before_kill = seqs(split_dumps(log.read_text())[0])
+        time.sleep(0.3)                      # the client keeps logging into the void
+        again = Daemon(tmp_path, outputs=f"1:file:{log}")
+        out, err = client.communicate(timeout=60)
+        assert client.returncode == 0, err
+        client_dropped = int(out)
+        read_until(log, f"seq {total - 1}\n")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        if again is not None:
+            assert again.stop() == 0
+    text = log.read_text()
+    routed, dumps = split_dumps(text)
+    assert RECOVERED in text
+    recovered = seqs(dumps[0])
+    got = seqs(routed)
+    assert got == sorted(set(got)), "order kept, nothing twice"
+    reported = sum(int(n) for n in re.findall(
+        r"(\d+) record\(s\) dropped while the daemon was unreachable", text))
+    assert reported == client_dropped > 0
+    assert recovered and recovered[-1] >= before_kill[-1]
+    unaccounted = total - len(set(got) | set(recovered)) - reported
+    # only records sitting in the killed daemon's socket buffer can vanish unreported: the
+    # protocol has no acknowledgement (docs/RELIABILITY.md)
+    assert 0 <= unaccounted <= 2000
+    figures("sigkill", sent=total, routed=len(got), recovered_in_dump=len(recovered),
+            reported_dropped=reported, unaccounted=unaccounted,
+            routed_before_kill=len(before_kill))
+
+
+# -- a full disk -------------------------------------------------------------------------
+@pytest.fixture
+def small_tmpfs():
+    """A 2 MiB tmpfs (root only), unmounted afterwards whatever happens."""
+    if os.geteuid() != 0:
+        require_real("mounting a tmpfs needs root")
+    path = tempfile.mkdtemp(prefix="vlfull.", dir="/tmp")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", path],
+                   check=True)
+    try:
+        yield Path(path)
+    finally:
+        if subprocess.run(["umount", path]).returncode != 0:
+            subprocess.run(["umount", "-l", path])
+        os.rmdir(path)
+
+
+def send_seqs(d, first, last, pad=150):
+    lines = "".join(f"seq {i} {'p' * pad}\n" for i in range(first, last))
+    run = d.virlog("-p", "error", "-s", "fill", input=lines)
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_full_disk_is_counted_reported_bounded_and_survived(tmp_path, small_tmpfs):
+    """Other outputs get everything; the full one drops the oldest beyond its backlog, counts
+    it, is reported once per interval, and writes again once space is freed."""
+    full, other = small_tmpfs / "full.log", tmp_path / "other.log"
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (1800 * 1024))
+    spec = f"1:file:{full}"
+    d = Daemon(tmp_path, outputs=f"{spec} 1:file:{other}")
+    try:
+        send_seqs(d, 0, 2000)                        # fills the disk
+        first = output_stats(d, spec)
+        assert first["failed"] >= 1 and first["last_error"] == \
+            "[Errno 28] No space left on device"
+        rss_before = rss_kb(d.pid)
+        send_seqs(d, 2000, 20000)                    # ~3 MB more while full
+        rss_growth = rss_kb(d.pid) - rss_before
+        while_full = output_stats(d, spec)
+        assert while_full["dropped"] > 0
+        assert rss_growth < 16 * 1024, f"daemon grew by {rss_growth} kB while the disk was full"
+        filler.unlink()                              # the administrator frees space
+        d.virlog("-p", "error", "-s", "fill", "after space was freed")
+        read_until(full, "after space was freed")
+        after = output_stats(d, spec)
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0
+    other_text = other.read_text()
+    assert seqs(other_text.splitlines()) == list(range(20000))
+    reports = re.findall(rf"output '{re.escape(spec)}' failed: \[Errno 28\] No space left on "
+                         rf"device \((\d+) failures? so far\)", other_text)
+    assert len(reports) == 1            # at most one per 10 s, and the test takes less
+    kept = seqs(full.read_text().splitlines())
+    assert kept == sorted(set(kept)) and kept[-1] == 19999, "in order, nothing twice"
+    assert 20000 - len(kept) == after["dropped"], "every line missing is counted as dropped"
+    figures("full disk", sent=20000, other_output=len(seqs(other_text.splitlines())),
+            full_output_kept=len(kept), counted_dropped=after["dropped"],
+            failures=after["failed"], reports=len(reports), rss_growth_kb=rss_growth)
+
+
+# -- the file changes under the daemon ---------------------------------------------------
+def test_a_file_replaced_or_deleted_under_the_daemon_is_reopened_within_a_second(tmp_path):
+    """Another file renamed over the path: the stream moves to it, nothing lost; the path
+    deleted: a new file appears; both noticed without a signal."""
+    log = tmp_path / "a.log"
+    d = Daemon(tmp_path, outputs=f"1:file:{log}")
+    stream = python("""
+        import sys, time
+        from virlogd.client import Client
+        from virlogd.record import Record
+        client = Client(sys.argv[1])
+        for i in range(600):
+            client.send(Record(3, "swap", "seq %d" % i)); client.flush(); time.sleep(0.005)
+        client.close()
+    """, d.env, d.socket)
+    try:
+        read_until(log, "seq 50\n")
+        old = tmp_path / "a.log.old"
+        os.rename(log, old)
+        replacement = tmp_path / "replacement"
+        replacement.write_text("placed by the administrator\n")
+        os.replace(replacement, log)
+        started = time.monotonic()
+        wait_for(lambda: seqs(log.read_text().splitlines()), 5, "records in the new file")
+        replaced_after = time.monotonic() - started
+        read_until(log, "seq 300\n")
+        kept = tmp_path / "a.log.kept"          # a second name, to read what the deleted
+        os.link(log, kept)                      # file received before the reopen
+        log.unlink()
+        started = time.monotonic()
+        wait_for(log.exists, 5, "the deleted file to be recreated")
+        recreated_after = time.monotonic() - started
+        assert stream.wait(30) == 0
+        read_until(log, "seq 599\n")
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+            stream.wait()
+        assert d.stop() == 0
+    parts = [seqs(p.read_text().splitlines()) for p in (old, kept, log)]
+    assert parts[0] and parts[1] and parts[2]
+    assert parts[0] + parts[1] + parts[2] == list(range(600)), "nothing lost, nothing twice"
+    assert kept.read_text().startswith("placed by the administrator\n")
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+    figures("file swapped", replaced_noticed_s=round(replaced_after, 2),
+            recreated_s=round(recreated_after, 2), in_old_file=len(parts[0]),
+            in_replacement=len(parts[1]), in_recreated=len(parts[2]))
+
+
+# -- receivers restarted -----------------------------------------------------------------
+def test_journald_and_rsyslog_restarted_under_a_running_daemon(
+        tmp_path, real_journald, real_rsyslog_devlog):
+    """While they are down the file gets everything and the failures are counted and
+    reported; once they are back, each gets records again without a daemon restart.
+    (A remote collector's restart: tests/real/test_remote.py.)"""
+    other = tmp_path / "other.log"
+    d = Daemon(tmp_path, outputs=f"1:journald 1:syslog:vfault 1:file:{other}")
+    tag = f"outage{os.getpid()}"
+
+    def send(word, count):
+        lines = "".join(f"{tag} {word} seq {i}\n" for i in range(count))
+        assert d.virlog("-p", "error", "-s", "outage", input=lines).returncode == 0
+
+    def journal(word, count):
+        entries = real_journald.query("LIBVIRT_SOURCE=outage", count=count, timeout=10)
+        return [e for e in entries if f"{tag} {word} " in str(e.get("MESSAGE"))]
+
+    def devlog(word, count):
+        return [l for l in real_rsyslog_devlog.lines(count, timeout=10) if f"{tag} {word} " in l]
+
+    try:
+        send("before", 20)
+        assert len(journal("before", 20)) == 20
+        assert len(devlog("before", 20)) == 20
+        real_journald.stop()
+        real_rsyslog_devlog.stop()
+        send("during", 100)
+        down = {o["output"]: o for o in stats(d)["outputs"]}
+        real_journald.start()
+        real_rsyslog_devlog.start()
+        send("after", 20)
+        read_until(other, f"{tag} after seq 19\n")
+        assert len(journal("after", 20 + 20)) == 20
+        assert len(devlog("after", 20 + 20)) == 20
+        journal_during = len(journal("during", 1))
+        devlog_during = len(devlog("during", 1))
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0
+    text = other.read_text()
+    assert len(seqs(text.splitlines(), f"{tag} (?:before|during|after) seq")) == 140
+    assert down["1:journald"]["failed"] + journal_during >= 100
+    assert down["1:syslog:vfault"]["failed"] + devlog_during >= 100
+    assert "output '1:journald' failed: cannot reach journald at /run/systemd/journal/socket" \
+        in text
+    assert "output '1:syslog:vfault' failed: cannot reach syslog at /dev/log" in text
+    figures("receivers restarted", sent_during_outage=100,
+            journald_failed=down["1:journald"]["failed"], journald_got_during=journal_during,
+            syslog_failed=down["1:syslog:vfault"]["failed"], syslog_got_during=devlog_during,
+            file_output=len(seqs(text.splitlines(), f"{tag} (?:before|during|after) seq")))
+
+
+# -- a pipe nobody reads -----------------------------------------------------------------
+def test_a_fifo_nobody_reads_never_blocks_ingestion_and_counts_what_it_drops(tmp_path):
+    """With no reader the daemon still starts and serves; beyond the pipe and the backlog
+    lines are dropped and counted; a reader that comes later gets the rest."""
+    fifo, other = tmp_path / "fifo", tmp_path / "other.log"
+    os.mkfifo(fifo)
+    spec = f"1:file:{fifo}"
+    d = Daemon(tmp_path, outputs=f"{spec} 1:file:{other}")
+    reader = None
+    try:
+        rss_before = rss_kb(d.pid)
+        started = time.monotonic()
+        send_seqs(d, 0, 20000)                        # ~3.4 MB into a 64 kB pipe
+        send_seconds = time.monotonic() - started
+        rss_growth = rss_kb(d.pid) - rss_before
+        blocked = output_stats(d, spec)
+        assert blocked["dropped"] > 0
+        assert blocked["last_error"].startswith(f"{fifo} is not being read: the pipe is full")
+        assert rss_growth < 16 * 1024
+        read_until(other, "seq 19999 ")
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        received = bytearray()
+
+        def caught_up():
+            try:
+                while True:
+                    chunk = os.read(reader, 65536)
+                    if not chunk:
+                        break
+                    received.extend(chunk)
+            except BlockingIOError:
+                pass
+            return b"seq 19999 " in received
+        wait_for(caught_up, 10, "the reader to get the backlog")
+        final = output_stats(d, spec)
+    finally:
+        if reader is not None:
+            os.close(reader)
+        assert d.stop() == 0
+    got = seqs(received.decode().splitlines())
+    assert got == sorted(set(got)) and got[-1] == 19999
+    assert len(got) + final["dropped"] == 20000, "every line is delivered or counted"
+    assert len(seqs(other.read_text().splitlines())) == 20000
+    figures("fifo", sent=20000, other_output=20000, read_from_fifo=len(got),
+            counted_dropped=final["dropped"], failures=final["failed"],
+            send_seconds=round(send_seconds, 2), rss_growth_kb=rss_growth)
+
+
+# -- clients that stall ------------------------------------------------------------------
+def test_stalled_and_trickling_clients_do_not_hold_up_others_or_the_shutdown(tmp_path):
+    """A client stuck mid-frame, one sending a byte per second and one that dies mid-frame:
+    others' records flow, the dead one is counted, and SIGTERM still ends in time."""
+    from virlogd import wire
+    log = tmp_path / "out.log"
+    d = Daemon(tmp_path, outputs=f"1:file:{log}")
+    frame = wire.encode_parts(3, "trickle", "trickled record", time=time.time())
+    socks = []
+
+    def connect():
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(d.socket)
+        socks.append(sock)
+        return sock
+
+    try:
+        stuck = connect()
+        stuck.sendall(wire.HELLO + frame[:20])
+        dead = connect()
+        dead.sendall(wire.HELLO + frame[:30])
+        dead.close()
+        wait_for(lambda: stats(d)["server"]["truncated_frames"] == 1, 10,
+                 "the dead client's frame to be counted")
+        trickle = connect()
+        trickle.sendall(wire.HELLO)
+        for byte in frame:                       # a whole frame, one byte per 10 ms
+            trickle.send(bytes([byte]))
+            time.sleep(0.01)
+        read_until(log, "trickled record")
+        good = python("""
+            import sys
+            from virlogd.client import Client
+            from virlogd.record import Record
+            client = Client(sys.argv[1])
+            for i in range(1000):
+                client.send(Record(3, "good", "good seq %d" % i))
+            client.close()
+        """, d.env, d.socket)
+        for byte in frame[:3]:                   # the next one, a byte per second
+            trickle.send(bytes([byte]))
+            time.sleep(1)
+        assert good.wait(30) == 0
+        read_until(log, "good seq 999\n")
+        mid = stats(d)
+        started = time.monotonic()
+        status = d.stop()
+        stop_seconds = time.monotonic() - started
+    finally:
+        for sock in socks:
+            sock.close()
+        d.stop()
+    assert status == 0
+    text = log.read_text()
+    assert seqs(text.splitlines(), "good seq") == list(range(1000))
+    assert mid["dropped"] == {"truncated frame": 1}
+    assert mid["clients"] == 2
+    pid = os.getpid()
+    ended = re.findall(rf"connection from pid {pid} \(uid {os.getuid()}\) ended inside a frame: "
+                       rf"(\d+) byte\(s\) of an incomplete frame discarded", text)
+    assert sorted(map(int, ended)) == [3, 20, 30]
+    figures("stalled clients", good_records=1000, stop_seconds=round(stop_seconds, 2),
+            truncated_reported=len(ended))
