@@ -102,6 +102,7 @@ class AdminServer:
         self.owner_uid = os.geteuid() if owner_uid is None else owner_uid
         self.connections: Dict[int, _Connection] = {}
         self.refused = 0            # connections turned away by the uid check
+        self.refused_requests = 0   # requests answered with an error
         sock.setblocking(False)
         loop.add_reader(sock, self._accept)
 
@@ -161,6 +162,7 @@ class AdminServer:
                 return
 
     def _answer_and_close(self, conn: _Connection, message: str) -> None:
+        self.refused_requests += 1
         self._send(conn.sock, {"ok": False, "error": message})
         self._close(conn)
 
@@ -189,7 +191,13 @@ class AdminServer:
 
     # -- requests --------------------------------------------------------------------
     def handle_line(self, line: bytes, who: str) -> Dict[str, Any]:
-        """The answer to one request line; never raises."""
+        """The answer to one request line; never raises. Refusals are counted."""
+        answer = self._answer(line, who)
+        if not answer["ok"]:
+            self.refused_requests += 1
+        return answer
+
+    def _answer(self, line: bytes, who: str) -> Dict[str, Any]:
         try:
             request = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:

@@ -297,6 +297,9 @@ class Daemon:
             server = self.client_server.stats()
             stats["clients"] = server.get("clients", 0)
             stats["server"] = server
+        if self.admin_server is not None:
+            stats["admin"] = {"refused_peers": self.admin_server.refused,
+                              "refused_requests": self.admin_server.refused_requests}
         stats["sighup_ignored"] = self.hangups
         return stats
 

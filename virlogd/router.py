@@ -77,6 +77,9 @@ class Router:
                         out.handle(record, full if out.text else line)
                     except Exception as err:  # noqa: BLE001 - isolate every output
                         self._failed(out, err)
+                    else:
+                        if out.failing:
+                            out.recovering = True
             if self.flush_each:
                 self._flush(state.outputs)
 
@@ -94,9 +97,13 @@ class Router:
                 out.flush()
             except Exception as err:  # noqa: BLE001
                 self._failed(out, err)
+            else:
+                if out.failing and out.recovering:
+                    self._recovered(out)
 
     def _failed(self, failing: Output, err: Exception) -> None:
         failing.failed += 1
+        failing.failing, failing.recovering = True, False
         failing.last_error = f"{type(err).__name__}: {err}" if not isinstance(err, OSError) \
             else str(err)
         now = time.monotonic()
@@ -104,12 +111,21 @@ class Router:
         if last is not None and now - last < self.report_interval:
             return
         self._last_report[id(failing)] = now
-        report = Record(4, "virlogd.output",
-                        f"output '{failing.describe()}' failed: {failing.last_error} "
-                        f"({failing.failed} failure{'s' if failing.failed != 1 else ''} so far)")
+        self._tell_others(failing, f"output '{failing.describe()}' failed: "
+                                   f"{failing.last_error} ({failing.failed} failure"
+                                   f"{'s' if failing.failed != 1 else ''} so far)")
+
+    def _recovered(self, out: Output) -> None:
+        """A record went through (handled and flushed) after failures: say so, once."""
+        out.failing = out.recovering = False
+        self._tell_others(out, f"output '{out.describe()}' works again "
+                               f"({out.failed} failure{'s' if out.failed != 1 else ''} in all)")
+
+    def _tell_others(self, about: Output, message: str) -> None:
+        report = Record(4 if about.failing else 3, "virlogd.output", message)
         line = format_line(report)
         for out in self.state.outputs:
-            if out is failing:
+            if out is about:
                 continue
             try:
                 out.handle(report, line)

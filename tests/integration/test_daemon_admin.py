@@ -73,6 +73,8 @@ def test_level_get_set_and_refusal(tmp_path):
             1, "virlogd-admin: error: invalid priority '9' (expected 1-4 or debug, info, "
                "warning, error)\n")
         assert d.admin("daemon-log-level").stdout == " Logging level: 2\n"
+        stats = json.loads(d.admin("stats", "--json").stdout)
+        assert stats["admin"] == {"refused_peers": 0, "refused_requests": 1}
     finally:
         assert d.stop() == 0
 

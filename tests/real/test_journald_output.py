@@ -159,7 +159,10 @@ def test_a_journald_outage_mid_stream_is_reported_on_the_other_output_and_surviv
         *(f"record {n}" for n in range(10)),
         f"output '1:journald' failed: cannot reach journald at {JOURNAL_SOCKET}: "
         f"Connection refused (1 failure so far)",
-        *(f"record {n}" for n in range(10, 25))]
+        *(f"record {n}" for n in range(10, 16)),
+        # the first record that gets through again is followed by the all-clear
+        "output '1:journald' works again (5 failures in all)",
+        *(f"record {n}" for n in range(16, 25))]
     assert ": error : output '1:journald' failed" in lines[12]
 
 

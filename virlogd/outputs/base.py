@@ -46,6 +46,8 @@ class Output:
         self.dropped = 0
         self.last_error: Optional[str] = None
         self.started = False
+        self.failing = False        # the last attempt failed (set by the router)
+        self.recovering = False     # a record was handled since: the next good flush ends it
 
     def header_records(self, when: float):
         return [Record(2, "util.log", f"virlogd version: {self.ctx.version}", time=when,
