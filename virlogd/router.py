@@ -53,35 +53,44 @@ class Router:
 
     # -- the record path -------------------------------------------------------------
     def route(self, record: Record) -> None:
+        self.route_many((record,))
+
+    def route_many(self, records: Sequence[Record]) -> None:
+        """Route *records* in order; one lock and one look at the state for the batch (the
+        daemon hands over everything one read decoded)."""
         with self._lock:
-            self.received += 1
+            self.received += len(records)
             state = self.state
-            threshold, stack = state.filters.decide(record.source)
-            priority = record.priority
+            decide = state.filters.decide
+            text_level = state.text_level
+            outputs = state.outputs
             ring = self.ring
-            if priority < threshold:
-                if ring is not None:
-                    ring.append(pack_record(record))     # formatted only if dumped
-                return
-            line = ""
-            if priority >= state.text_level:
-                line = format_line(record)
-                if ring is not None:
-                    ring.append(line.encode("utf-8", "surrogateescape"))
-            elif ring is not None:
-                ring.append(pack_record(record))
-            full = format_line(record, True) if stack and record.stack else line
-            for out in state.outputs:
-                if priority >= out.priority:
-                    try:
-                        out.handle(record, full if out.text else line)
-                    except Exception as err:  # noqa: BLE001 - isolate every output
-                        self._failed(out, err)
-                    else:
-                        if out.failing:
-                            out.recovering = True
-            if self.flush_each:
-                self._flush(state.outputs)
+            for record in records:
+                threshold, stack = decide(record.source)
+                priority = record.priority
+                if priority < threshold:
+                    if ring is not None:
+                        ring.append(pack_record(record))     # formatted only if dumped
+                    continue
+                line = ""
+                if priority >= text_level:
+                    line = format_line(record)
+                    if ring is not None:
+                        ring.append(line.encode("utf-8", "surrogateescape"))
+                elif ring is not None:
+                    ring.append(pack_record(record))
+                full = format_line(record, True) if stack and record.stack else line
+                for out in outputs:
+                    if priority >= out.priority:
+                        try:
+                            out.handle(record, full if out.text else line)
+                        except Exception as err:  # noqa: BLE001 - isolate every output
+                            self._failed(out, err)
+                        else:
+                            if out.failing:
+                                out.recovering = True
+                if self.flush_each:
+                    self._flush(outputs)
 
     def count_drop(self, reason: str, count: int = 1) -> None:
         with self._lock:

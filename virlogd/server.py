@@ -207,9 +207,7 @@ class ClientServer:
         return size
 
     def _route_all(self, records) -> None:
-        route = self.router.route
-        for record in records:
-            route(record)
+        self.router.route_many(records)
         self.records += len(records)
 
     # -- closing ---------------------------------------------------------------------

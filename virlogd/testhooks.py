@@ -32,11 +32,12 @@ def _crash(how: str) -> None:
 
 
 def install(router) -> None:
-    route = router.route
+    route_many = router.route_many
 
-    def checked(record) -> None:
-        route(record)
-        if record.source == SOURCE:
-            router.flush()
-            _crash(record.message)
-    router.route = checked
+    def checked(records) -> None:
+        route_many(records)
+        for record in records:
+            if record.source == SOURCE:
+                router.flush()
+                _crash(record.message)
+    router.route_many = checked

@@ -18,17 +18,18 @@ from .priority import NAMES
 
 CONTINUATION = "  | "
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_second_cache = [-1, ""]
+_last_second = (-1, "")      # (second, "YYYY-MM-DD HH:MM:SS"), replaced whole
 
 
 def format_time(when: float) -> str:
     """``YYYY-MM-DD HH:MM:SS.mmm+0000`` in UTC; the date part is cached per second."""
-    millis = int(when * 1000)
-    seconds, ms = divmod(millis, 1000)
-    if _second_cache[0] != seconds:
-        _second_cache[0] = seconds
-        _second_cache[1] = _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(seconds))
-    return f"{_second_cache[1]}.{ms:03d}+0000"
+    global _last_second
+    seconds, ms = divmod(int(when * 1000), 1000)
+    cached = _last_second
+    if cached[0] != seconds:
+        cached = (seconds, _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(seconds)))
+        _last_second = cached
+    return f"{cached[1]}.{ms:03d}+0000"
 
 
 def _escape_control(match: "re.Match[str]") -> str:
@@ -51,10 +52,32 @@ def _body(pid: int, priority: int, func: Optional[str], line: int, message: str)
     return f"{pid}: {NAMES.get(priority, priority)} : {neutralise(message)}"
 
 
+_last_prefix = (None, "")     # ((millisecond, pid, priority), "TIME: PID: LEVEL : ")
+
+
+def _prefix(when: float, pid: int, priority: int) -> str:
+    """The start of a line. A flood of records shares it (same millisecond, client and
+    level), so the last one is kept: most lines then cost one tuple compare here. The cache
+    is one tuple, replaced whole, so threads never see a key with another's text."""
+    global _last_prefix
+    key = (int(when * 1000), pid, priority)
+    cached = _last_prefix
+    if cached[0] == key:
+        return cached[1]
+    text = f"{format_time(when)}: {pid}: {NAMES.get(priority, priority)} : "
+    _last_prefix = (key, text)
+    return text
+
+
 def format_line(record, with_stack: bool = False) -> str:
     """The full text line with its trailing newline; with the stack when asked (``+``)."""
-    text = (f"{format_time(record.time)}: "
-            f"{_body(record.pid, record.priority, record.func, record.line, record.message)}\n")
+    func = record.func
+    if func:
+        text = f"{_prefix(record.time, record.pid, record.priority)}{func}:{record.line} : " \
+               f"{neutralise(record.message)}\n"
+    else:
+        text = f"{_prefix(record.time, record.pid, record.priority)}" \
+               f"{neutralise(record.message)}\n"
     if with_stack and record.stack:
         text += "".join(f"{CONTINUATION}{neutralise(row)}\n"
                         for row in record.stack.rstrip("\n").split("\n"))
