@@ -30,6 +30,8 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
+from daemonproc import wait_for as wait_until  # noqa: F401 - shared with the tests
+
 JOURNALD = "/lib/systemd/systemd-journald"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 JOURNAL_DEV_LOG = "/run/systemd/journal/dev-log"
@@ -56,18 +58,6 @@ def _require_namespace(what: str) -> str:
 
 
 # -- small helpers ---------------------------------------------------------------------------
-def wait_until(predicate, timeout: float, what: str):
-    """Poll *predicate* every 10 ms; its first truthy value, or AssertionError naming *what*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
 def dgram_listening(path: str) -> bool:
     """True when a datagram receiver is bound at *path* (a stale socket file gives False)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:

@@ -15,8 +15,8 @@ def test_require_real_fails_instead_of_skipping_in_ci(tmp_path):
     (tmp_path / "test_x.py").write_text(
         "from conftest import require_real\n"
         "def test_x():\n    require_real('no journald here')\n")
-    (tmp_path / "conftest.py").write_text(
-        open(__file__.rsplit("/", 2)[0] + "/conftest.py").read())
+    for helper in ("conftest.py", "daemonproc.py"):
+        (tmp_path / helper).write_text(open(__file__.rsplit("/", 2)[0] + "/" + helper).read())
     env_ci = {"CI": "true", "PATH": "/usr/bin:/bin"}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "-rs", str(tmp_path)], capture_output=True, text=True,

@@ -9,24 +9,11 @@ import sys
 import textwrap
 import uuid
 
+from programs import line_of, write_program
 from journal_checks import (SEED_BINARY, SEED_MESSAGE_ID, SEED_SOURCE, check_seed_entry)
 from conftest import wait_until
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
-
-
-def write_program(tmp_path, body: str, **values) -> str:
-    """A Python program file (so CODE_FILE/CODE_LINE are real), constants given as repr."""
-    header = "".join(f"{name} = {value!r}\n" for name, value in values.items())
-    path = tmp_path / "prog.py"
-    path.write_text("import sys, virlogd\n" + header + textwrap.dedent(body))
-    return str(path)
-
-
-def line_of(path: str, marker: str) -> int:
-    """The line number of the line holding *marker* in the program."""
-    with open(path) as f:
-        return next(n for n, text in enumerate(f, 1) if marker in text)
 
 
 def run(path: str, **kw) -> subprocess.CompletedProcess:

@@ -9,19 +9,9 @@ import subprocess
 import sys
 import textwrap
 
+from programs import line_of, write_program
+
 HOSTNAME = socket.gethostname()
-
-
-def write_program(tmp_path, body: str, **values) -> str:
-    header = "".join(f"{name} = {value!r}\n" for name, value in values.items())
-    path = tmp_path / "prog.py"
-    path.write_text("import sys, os, virlogd\n" + header + textwrap.dedent(body))
-    return str(path)
-
-
-def line_of(path: str, marker: str) -> int:
-    with open(path) as f:
-        return next(n for n, text in enumerate(f, 1) if marker in text)
 
 
 def run(path: str) -> str:
