@@ -288,6 +288,14 @@ def short_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _own_dir(short_dir: str, name: str) -> str:
+    """A subdirectory of the test's short directory for one rsyslogd: each needs its own
+    work directory and pid file, so that one test can start several."""
+    path = os.path.join(short_dir, name)
+    os.mkdir(path)
+    return path
+
+
 # Each line: "<PRI> <facility>.<severity> <TAG><MSG>" - the classic syslog file layout without
 # date and host, so tests read the ident (TAG is "ident:") and the priority on every line:
 #   "27 daemon.err alpha: 4711: error : main:12 : text"
@@ -304,6 +312,7 @@ def real_rsyslog_devlog(short_dir) -> Rsyslogd:
     ``stop()``, ``start()``, ``socket`` (the real socket path)."""
     _require_namespace("the /dev/log test")
     _require_rsyslogd()
+    short_dir = _own_dir(short_dir, "devlog")
     sock = os.path.join(short_dir, "log.sock")
     conf = f"""\
 global(workDirectory="{short_dir}" processInternalMessages="on")
@@ -414,7 +423,7 @@ def rsyslog_server(short_dir) -> RsyslogServer:
     ``lines(count, timeout)``, ``text()``, ``pid``, ``restart()`` (same port), ``stop()``,
     ``start()``. Needs only rsyslogd, not root."""
     _require_rsyslogd()
-    server = RsyslogServer(short_dir)
+    server = RsyslogServer(_own_dir(short_dir, "collector"))
     server.start()
     yield server
     server.stop()
@@ -457,6 +466,7 @@ def rsyslog_tls_server(short_dir) -> RsyslogServer:
         require_real("rsyslog's TLS driver is not installed (Debian package rsyslog-gnutls)")
     if not shutil.which("openssl"):
         require_real("openssl is not installed")
+    short_dir = _own_dir(short_dir, "tls")
     tls = make_test_ca(short_dir)
     server = RsyslogServer(short_dir, tls)
     server.start()

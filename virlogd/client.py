@@ -15,6 +15,11 @@ one out first tries to reconnect; the background thread retries with exponential
 Once connected again, the first frame sent is a warning record from ``virlogd.client``
 saying how many records were dropped, then the held records in their order.
 
+Frames written but not yet acknowledged by the daemon (protocol version 2) are kept too, up
+to ``hold`` (``replay.Replay``): if the daemon dies with them unread in its socket buffer,
+they go out again on the next connection, first. The answers are read without blocking after
+each write, so they cost one extra system call per batch.
+
 After ``fork()`` the child starts afresh (no socket, empty buffer, no thread): the parent's
 connection and records remain the parent's, and the child's records carry its own pid.
 """
@@ -31,6 +36,7 @@ from typing import Deque, Iterable, Optional
 
 from . import defaults, wire
 from .record import Record
+from .replay import Replay
 
 FLUSH_BYTES = 64 * 1024
 BACKOFF_FIRST = 0.05
@@ -50,6 +56,7 @@ class Client:
         self.delay = delay
         self.dropped = 0            # dropped and not yet reported to the daemon
         self.dropped_total = 0
+        self.resent_total = 0       # records sent again: a daemon died before confirming
         self.last_error: Optional[str] = None
         self._closed = False
         self._reset()
@@ -61,6 +68,7 @@ class Client:
         self._buf: Deque[bytes] = collections.deque()
         self._size = 0
         self._sock: Optional[socket.socket] = None
+        self._replay = Replay(self.hold)       # sent on this connection, not yet confirmed
         self._backoff = BACKOFF_FIRST
         self._next_try = 0.0
         self._wake = threading.Event()
@@ -153,27 +161,40 @@ class Client:
             frames, self._buf = self._buf, collections.deque()
             self._size = 0
             dropped, self.dropped = self.dropped, 0
-        data = b"".join(frames)
         if dropped:
-            data = self._drop_report(dropped) + data
+            frames.appendleft(_Report(dropped))
+        sock = self._sock
         try:
-            self._sock.sendall(data)
-            return True
+            sock.sendall(b"".join(frames))
         except OSError as err:
             self.last_error = err.strerror or str(err)
-            self._disconnect()
-            with self._lock:               # put the batch back, before what came since
-                frames.extend(self._buf)
-                self._buf = frames
-                self._size = sum(map(len, frames))
-                self.dropped += dropped
+            self._lost_connection(sock, frames)
             return False
+        self._replay.sent(frames)
+        read_answers(sock, self._replay)
+        return True
 
-    @staticmethod
-    def _drop_report(count: int) -> bytes:
-        return wire.encode_parts(3, REPORT_SOURCE,
-                                 f"{count} record(s) dropped while the daemon was unreachable",
-                                 time=time.time())
+    def _lost_connection(self, sock: socket.socket, unsent: Deque[bytes]) -> None:
+        """Put back, before what came since, every frame the daemon did not confirm: the
+        failed write and what a killed daemon left unread in its socket buffer."""
+        read_answers(sock, self._replay)   # a dead daemon's last answers are still there
+        again, lost = self._replay.lost_connection(unsent)
+        self._disconnect()
+        frames: Deque[bytes] = collections.deque()
+        reported = 0
+        for frame in again:
+            if isinstance(frame, _Report):  # a fresh report will carry its count
+                reported += frame.count
+            else:
+                frames.append(frame)
+        with self._lock:
+            frames.extend(self._buf)
+            self._buf = frames
+            self._size = sum(map(len, frames))
+            self.dropped += reported + lost
+            self.dropped_total += lost
+            # written earlier, never confirmed: in the dead daemon's socket buffer
+            self.resent_total += max(0, len(again) - len(unsent))
 
     def _trim(self) -> None:
         with self._lock:
@@ -206,6 +227,7 @@ class Client:
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             return False
         self._sock = sock
+        self._replay.reset()
         self._backoff = BACKOFF_FIRST
         self._next_try = 0.0
         return True
@@ -227,6 +249,29 @@ class Client:
                 sock.close()          # our copy only: the parent's connection stays open
             except OSError:
                 pass
+
+
+def read_answers(sock: socket.socket, replay: Replay) -> None:
+    """Give *replay* the daemon's acknowledgements waiting on *sock*; never blocks."""
+    while True:
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except OSError:            # nothing yet (EAGAIN), or the daemon is gone
+            return
+        if not data:
+            return
+        replay.answer(data)
+
+
+class _Report(bytes):
+    """The frame of a warning record saying how many records were dropped."""
+
+    def __new__(cls, count: int) -> "_Report":
+        frame = super().__new__(cls, wire.encode_parts(
+            3, REPORT_SOURCE, f"{count} record(s) dropped while the daemon was unreachable",
+            time=time.time()))
+        frame.count = count
+        return frame
 
 
 def _flush_all_at_exit() -> None:

@@ -5,6 +5,10 @@ connection gets one ``recv_into`` of up to 256 kB into a buffer shared by all co
 and every complete frame in it is routed before the loop moves on; one read per wake-up keeps
 clients fair, and a busy client cannot starve the others.
 
+Answers (protocol version 2): after routing what one read of a connection completed, the
+daemon writes back the number of records routed on it so far, so that a client can send
+again what a killed daemon left unread (``replay.py``).
+
 Backpressure: routing is synchronous, so while an output is slow the loop is not reading,
 the kernel's socket buffers fill, and clients block in ``send`` — nothing is buffered here
 beyond one partial frame per connection (at most ``wire.MAX_FRAME``).
@@ -26,7 +30,7 @@ from typing import Dict, Optional
 
 from .errors import ProtocolError
 from .record import Record
-from .wire import FrameDecoder
+from .wire import FrameDecoder, encode_ack
 
 READ_SIZE = 256 * 1024
 ACCEPT_BATCH = 64              # connections accepted per wake-up of the listening socket
@@ -36,7 +40,7 @@ _CRED = struct.Struct("3i")
 
 
 class _Connection:
-    __slots__ = ("sock", "fd", "pid", "uid", "gid", "decoder")
+    __slots__ = ("sock", "fd", "pid", "uid", "gid", "decoder", "routed", "unsent")
 
     def __init__(self, sock: socket.socket, pid: int, uid: int, gid: int) -> None:
         self.sock = sock
@@ -45,6 +49,8 @@ class _Connection:
         self.uid = uid
         self.gid = gid
         self.decoder = FrameDecoder(pid=pid, uid=uid, gid=gid)
+        self.routed = 0          # records routed: what a version 2 client is told
+        self.unsent = b""        # the rest of an answer the socket took only in part
 
     def who(self) -> str:
         return f"pid {self.pid} (uid {self.uid})"
@@ -200,15 +206,31 @@ class ClientServer:
         try:
             records = conn.decoder.feed(self._view[:size])
         except ProtocolError as err:
-            self._route_all(err.records)
+            self._route_all(conn, err.records)
             self._malformed(conn, str(err))
             return size
-        self._route_all(records)
+        self._route_all(conn, records)
         return size
 
-    def _route_all(self, records) -> None:
+    def _route_all(self, conn: _Connection, records) -> None:
+        if not records:
+            return
         self.router.route_many(records)
         self.records += len(records)
+        if conn.decoder.version >= 2:
+            self._answer(conn, len(records))
+
+    def _answer(self, conn: _Connection, count: int) -> None:
+        """Tell a version 2 client how many of its records are routed (in the ring) so far.
+        Never blocks: a client that does not read its answers only misses some, and each
+        answer carries the whole count, so the next one makes up for them."""
+        conn.routed += count
+        data = conn.unsent + encode_ack(conn.routed)
+        try:
+            sent = conn.sock.send(data)
+        except OSError:                 # its buffer is full (EAGAIN), or it is gone
+            return
+        conn.unsent = data[sent:]
 
     # -- closing ---------------------------------------------------------------------
     def _malformed(self, conn: _Connection, reason: str) -> None:

@@ -21,10 +21,13 @@ import time
 from typing import Dict, Iterator, List, Optional
 
 from . import defaults, fieldnames, wire
+from .client import read_answers
 from .priority import parse_priority
+from .replay import Replay
 
 PROG = "virlog"
 READ_SIZE = 64 * 1024
+REPLAY_LIMIT = 100_000   # unacknowledged records kept; a socket buffer holds a few thousand
 
 
 class Failure(Exception):
@@ -100,7 +103,7 @@ def _stdin_lines() -> Iterator[List[bytes]]:
             yield lines
 
 
-def _batches(args, fields) -> Iterator[bytes]:
+def _batches(args, fields) -> Iterator[List[bytes]]:
     def frame(message: str) -> bytes:
         try:
             return wire.encode_parts(args.priority, args.source, message, time=time.time(),
@@ -108,10 +111,10 @@ def _batches(args, fields) -> Iterator[bytes]:
         except ValueError as err:
             raise Failure(str(err)) from None
     if args.message:
-        yield frame(" ".join(args.message))
+        yield [frame(" ".join(args.message))]
         return
     for lines in _stdin_lines():
-        yield b"".join(frame(line.decode("utf-8", "surrogateescape")) for line in lines)
+        yield [frame(line.decode("utf-8", "surrogateescape")) for line in lines]
 
 
 RECONNECT_FOR = 30.0     # seconds a streaming virlog waits for a restarted daemon
@@ -136,23 +139,33 @@ def _reconnect(path: str, why: OSError) -> socket.socket:
             delay = min(delay * 2, 1.0)
 
 
-def send(path: str, batches: Iterator[bytes]) -> None:
+def send(path: str, batches: Iterator[List[bytes]]) -> None:
     """Connect, send every batch, then wait for the daemon to confirm it read them all.
 
-    A daemon that goes away mid-stream (a restart) is waited for, and the batch that failed
-    is sent again: a record may then arrive twice, never not at all."""
+    A daemon that goes away mid-stream (a restart, even a SIGKILL) is waited for, and what it
+    had not acknowledged is sent again, first (``replay.Replay``): nothing is lost, and a
+    record the dead daemon routed just before it died may arrive twice."""
     sock = _connect(path)
+    replay = Replay(REPLAY_LIMIT)
     try:
         try:
             sock.sendall(wire.HELLO)
-            for batch in batches:
+            for frames in batches:
                 while True:
                     try:
-                        sock.sendall(batch)
-                        break
+                        sock.sendall(b"".join(frames))
                     except OSError as err:
+                        read_answers(sock, replay)
+                        frames, lost = replay.lost_connection(frames)
                         sock.close()
                         sock = _reconnect(path, err)
+                        if lost:
+                            print(f"{PROG}: warning: {lost} record(s) sent to the stopped "
+                                  f"daemon were never confirmed", file=sys.stderr)
+                        continue
+                    replay.sent(frames)
+                    read_answers(sock, replay)
+                    break
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(4096):
                 pass

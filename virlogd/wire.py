@@ -21,9 +21,11 @@ from . import fieldnames
 from .errors import ProtocolError
 from .record import Record
 
-VERSION = 1
+VERSION = 2                          # what our clients speak; the daemon also takes 1
+VERSIONS = (1, 2)
 MAGIC = b"VIRLOGD"
 HELLO = MAGIC + bytes([VERSION])
+HELLO_V1 = MAGIC + bytes([1])
 MAX_FRAME = 4 * 1024 * 1024          # bytes after the length prefix; a 1 MiB message fits
 MAX_FIELDS = 256
 TYPE_RECORD = 1
@@ -38,6 +40,7 @@ _BODY_FIXED = _HEAD_SIZE - 4         # 40: what the length counts before the str
 _FIELD = struct.Struct("<BBI")       # name length, value kind, value length
 _FIELD_SIZE = _FIELD.size
 _LEN = struct.Struct("<I")
+ACK = struct.Struct("<Q")            # version 2: the daemon's count of records routed
 
 FieldValue = Union[str, bytes]
 
@@ -130,7 +133,29 @@ def _greeting_error(data: bytes) -> ProtocolError:
         return ProtocolError(f"not a virlogd client: bad greeting {bytes(data[:8])!r} "
                              f"(expected {HELLO!r})")
     return ProtocolError(f"unsupported protocol version {data[len(MAGIC)]} "
-                         f"(this daemon speaks {VERSION})")
+                         f"(this daemon speaks 1 and 2)")
+
+
+# -- acknowledgements (version 2) ---------------------------------------------------------
+def encode_ack(count: int) -> bytes:
+    """The daemon's answer after routing: records routed on this connection so far."""
+    return ACK.pack(count)
+
+
+class AckDecoder:
+    """Cuts the daemon's answers (8-byte counts) out of a byte stream; keeps a partial one."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> Optional[int]:
+        """The newest complete count in *data* (with what was held), or None."""
+        data = self._pending + data
+        whole = len(data) - len(data) % ACK.size
+        self._pending = data[whole:]
+        if not whole:
+            return None
+        return ACK.unpack_from(data, whole - ACK.size)[0]
 
 
 class FrameDecoder:
@@ -153,6 +178,7 @@ class FrameDecoder:
         self.greeted = not greeting
         self.renamed = 0
         self.failed: Optional[str] = None
+        self.version = 0    # the client's protocol version, once greeted (0: no greeting)
         self._pending = bytearray()
         self._need = 0      # bytes the pending frame needs in all (0: unknown yet)
 
@@ -189,13 +215,14 @@ class FrameDecoder:
     def _greet(self, buf: bytes) -> int:
         size = len(HELLO)
         if len(buf) < size:
-            if buf != HELLO[:len(buf)]:
+            if buf != MAGIC[:len(buf)]:
                 raise _greeting_error(buf)
             self._pending += buf
             self._need = size
             return -1
-        if buf[:size] != HELLO:
+        if buf[:len(MAGIC)] != MAGIC or buf[len(MAGIC)] not in VERSIONS:
             raise _greeting_error(buf)
+        self.version = buf[len(MAGIC)]
         self.greeted = True
         return size
 

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 from daemonproc import Daemon, isolated_env, read_until, wait_for
 
@@ -183,3 +184,40 @@ def test_a_streaming_virlog_waits_for_a_restarted_daemon(tmp_path):
                                       f"{d.socket}: Broken pipe; reconnecting\n")
     finally:
         assert again.stop() == 0
+
+
+def test_a_streaming_virlog_sends_again_what_a_killed_daemon_never_read(tmp_path):
+    """Lines written while the daemon was stopped sit unread in its socket buffer when it is
+    killed: virlog sends them again to the next daemon, so every line arrives."""
+    log = tmp_path / "out.log"
+    d = Daemon(tmp_path, outputs=f"1:file:{log}")
+    from daemonproc import VIRLOG
+    proc = subprocess.Popen([VIRLOG, "-S", d.socket, "-p", "warning", "-s", "stream"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=d.env)
+    again = None
+    try:
+        proc.stdin.write("before\n")
+        proc.stdin.flush()
+        read_until(log, "before")
+        d.kill(signal.SIGSTOP)
+        proc.stdin.write("".join(f"unread {i}\n" for i in range(200)))
+        proc.stdin.flush()
+        time.sleep(0.3)                     # virlog writes them into the stopped daemon
+        assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+        again = Daemon(tmp_path, outputs=f"1:file:{log}")
+        proc.stdin.write("after\n")
+        proc.stdin.close()
+        assert proc.wait(30) == 0, proc.stderr.read()
+        text = read_until(log, "after")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if again is not None:
+            assert again.stop() == 0
+    unread = [int(n) for n in re.findall(r": unread (\d+)$", text, re.M)]
+    assert unread == list(range(200))
+    assert re.fullmatch(rf"virlog: warning: lost connection to virlogd at {re.escape(d.socket)}"
+                        rf": (Broken pipe|Connection reset by peer); reconnecting\n",
+                        proc.stderr.read())

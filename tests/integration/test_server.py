@@ -56,13 +56,24 @@ def run_clients(count, program):
     return pids
 
 
+def answers(sock):
+    """Everything the server writes until it closes its end: version 2 answers only."""
+    sock.settimeout(10)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except ConnectionResetError:
+        return data
+
+
 def wait_closed(sock):
     """True once the server has closed its end (recv sees EOF or a reset)."""
-    sock.settimeout(10)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
+    answers(sock)
+    return True
 
 
 def test_eight_concurrent_clients_each_arrive_complete_and_in_order(server):
@@ -140,7 +151,7 @@ def test_a_stream_that_is_not_virlogd_is_refused_with_its_pid(server):
     sock.close()
     assert server.messages("virlogd.server") == [
         f"closed connection from pid {os.getpid()} (uid {UID}): not a virlogd client: "
-        f"bad greeting b'<13>Nov ' (expected b'VIRLOGD\\x01')"]
+        f"bad greeting b'<13>Nov ' (expected b'VIRLOGD\\x02')"]
 
 
 def test_a_client_that_dies_inside_a_frame_is_reported(server):
@@ -238,3 +249,27 @@ def test_a_closed_connection_means_the_records_were_routed(server):
     assert wait_closed(sock)
     assert len(server.messages("t")) == 500      # no waiting: already routed
     sock.close()
+
+
+def test_a_version_2_client_is_told_how_many_records_are_routed(server):
+    """After each read the daemon answers with the running count; at the end, all of them."""
+    sock = connect(server.path)
+    sock.sendall(frames("one", "two"))
+    server.wait_for(2, "t")
+    sock.sendall(frames("three"))
+    server.wait_for(3, "t")
+    sock.shutdown(socket.SHUT_WR)
+    data = answers(sock)
+    assert len(data) % 8 == 0
+    counts = [c for (c,) in struct.iter_unpack("<Q", data)]
+    assert counts == sorted(counts) and counts[-1] == 3
+
+
+def test_a_version_1_client_gets_no_answers(server):
+    """Version 1 clients (the protocol before answers) are served as before: never written to."""
+    sock = connect(server.path, greeting=False)
+    sock.sendall(wire.HELLO_V1 + frames("old client"))
+    server.wait_for(1, "t")
+    sock.shutdown(socket.SHUT_WR)
+    assert answers(sock) == b""
+    assert [r.message for r in server.records("t")] == ["old client"]

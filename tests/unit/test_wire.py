@@ -99,7 +99,7 @@ class TestRoundTrip:
         assert frame == (struct.pack("<IBBHId6I", 40 + 2 + 3 + 8, 1, 4, 1, 7, 2.5,
                                      2, 3, 0, 0, 0, 0)
                          + b"ab" + b"msg" + struct.pack("<BBI", 1, 0, 1) + b"K" + b"v")
-        assert wire.HELLO == b"VIRLOGD\x01"
+        assert wire.HELLO == b"VIRLOGD\x02" and wire.HELLO_V1 == b"VIRLOGD\x01"
 
 
 class TestFieldNames:
@@ -170,11 +170,22 @@ class TestRefusals:
     def test_a_stream_without_the_greeting_is_refused(self):
         """The first bytes must be the greeting: anything else is not a virlogd client."""
         assert refused(b"<13>Nov 23 hello") == \
-            "not a virlogd client: bad greeting b'<13>Nov ' (expected b'VIRLOGD\\x01')"
+            "not a virlogd client: bad greeting b'<13>Nov ' (expected b'VIRLOGD\\x02')"
 
     def test_an_unknown_protocol_version_is_refused(self):
         """A future client meeting an old daemon is told why."""
-        assert refused(b"VIRLOGD\x02") == "unsupported protocol version 2 (this daemon speaks 1)"
+        assert refused(b"VIRLOGD\x03") == \
+            "unsupported protocol version 3 (this daemon speaks 1 and 2)"
+        assert refused(b"VIRLOGD\x00") == \
+            "unsupported protocol version 0 (this daemon speaks 1 and 2)"
+
+    @pytest.mark.parametrize("greeting, version", [(wire.HELLO_V1, 1), (wire.HELLO, 2)])
+    def test_both_versions_are_accepted_and_remembered(self, greeting, version):
+        """Version 1 clients keep working; the decoder tells the server who wants answers."""
+        decoder = wire.FrameDecoder()
+        assert decoder.version == 0
+        got, = decoder.feed(greeting + wire.encode(Record(2, "s", "m")))
+        assert got.message == "m" and decoder.version == version
 
     def test_a_partial_greeting_waits_for_the_rest(self):
         """The greeting itself may arrive in pieces."""
@@ -210,3 +221,20 @@ class TestEncoderRefusals:
         """The field limit is checked on both sides."""
         with pytest.raises(ValueError, match=r"^too many fields \(300, limit 256\)$"):
             wire.encode(Record(2, "s", "m", fields={f"F{i}": "v" for i in range(300)}))
+
+
+class TestAnswers:
+    def test_an_answer_is_the_count_as_eight_little_endian_bytes(self):
+        """Version 2: the daemon's acknowledgement, as docs/protocol.md shows it."""
+        assert wire.encode_ack(43) == bytes([43, 0, 0, 0, 0, 0, 0, 0])
+        assert wire.encode_ack(2**40) == struct.pack("<Q", 2**40)
+
+    def test_the_ack_decoder_gives_the_newest_count_and_keeps_a_partial_one(self):
+        """Answers may be cut anywhere by the stream; only the newest complete count matters."""
+        acks = wire.AckDecoder()
+        stream = wire.encode_ack(5) + wire.encode_ack(9) + wire.encode_ack(12)
+        assert acks.feed(stream[:3]) is None
+        assert acks.feed(stream[3:13]) == 5
+        assert acks.feed(stream[13:15]) is None
+        assert acks.feed(stream[15:]) == 12
+        assert acks.feed(b"") is None
