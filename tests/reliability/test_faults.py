@@ -86,25 +86,30 @@ STREAMER = """
 """
 
 
-def test_sigkill_mid_stream_then_restart_loses_only_what_is_counted(tmp_path):
-    """The client reconnects by itself, sends again what the killed daemon never
-    acknowledged, reports its drops; the killed run's buffer is recovered. Every record is
-    routed, recovered or counted."""
+def kill_under_a_stream(tmp_path, *, total, hold, under_way, unread):
+    """Stream *total* records from a ``Client`` (``hold``), SIGKILL the daemon once record
+    *under_way* has arrived and start another. With *unread*, the daemon is stopped (SIGSTOP)
+    0.3 s before, so the client's records pile up unread in its socket buffer; without, the
+    client logs into the void for 0.3 s. Returns (the log's text, the records routed before
+    the kill, the client's dropped_total, its resent_total)."""
     log = tmp_path / "out.log"
-    total, hold = 6000, 300
     d = Daemon(tmp_path, outputs=f"1:file:{log}")
     client = python(STREAMER, d.env, d.socket, str(hold), str(total))
     again = None
     try:
-        wait_for(lambda: max(seqs(log.read_text().splitlines()) or [0]) >= 1000, 20,
+        wait_for(lambda: max(seqs(log.read_text().splitlines()) or [0]) >= under_way, 20,
                  "the stream to be under way")
+        if unread:
+            d.kill(signal.SIGSTOP)
+            time.sleep(0.3)
         assert d.stop(signal.SIGKILL) == -signal.SIGKILL
         before_kill = seqs(split_dumps(log.read_text())[0])
-        time.sleep(0.3)                      # the client keeps logging into the void
+        if not unread:
+            time.sleep(0.3)
         again = Daemon(tmp_path, outputs=f"1:file:{log}")
         out, err = client.communicate(timeout=60)
         assert client.returncode == 0, err
-        client_dropped, client_resent = map(int, out.split())
+        dropped, resent = map(int, out.split())
         read_until(log, f"seq {total - 1}\n")
     finally:
         if client.poll() is None:
@@ -112,16 +117,30 @@ def test_sigkill_mid_stream_then_restart_loses_only_what_is_counted(tmp_path):
             client.wait()
         if again is not None:
             assert again.stop() == 0
-    text = log.read_text()
+    return log.read_text(), before_kill, dropped, resent
+
+
+def in_order(got):
+    """The first arrival of each record, which must be in the sent order."""
+    first_seen = list(dict.fromkeys(got))
+    assert first_seen == sorted(first_seen), "order kept"
+    return first_seen
+
+
+def test_sigkill_mid_stream_then_restart_loses_only_what_is_counted(tmp_path):
+    """The client reconnects by itself, sends again what the killed daemon never
+    acknowledged, reports its drops; the killed run's buffer is recovered. Every record is
+    routed, recovered or counted."""
+    total = 6000
+    text, before_kill, client_dropped, client_resent = kill_under_a_stream(
+        tmp_path, total=total, hold=300, under_way=1000, unread=False)
     routed, dumps = split_dumps(text)
     assert RECOVERED in text
     recovered = seqs(dumps[0])
     got = seqs(routed)
-    first_seen = list(dict.fromkeys(got))
-    assert first_seen == sorted(first_seen), "order kept"
     # a record can arrive twice only if the killed daemon routed it in the instant before
     # it could acknowledge it (the client then sends it again)
-    twice = len(got) - len(first_seen)
+    twice = len(got) - len(in_order(got))
     assert twice <= 100
     reported = sum(int(n) for n in re.findall(
         r"(\d+) record\(s\) dropped while the daemon was unreachable", text))
@@ -140,33 +159,12 @@ def test_records_a_killed_daemon_never_read_are_sent_again(tmp_path):
     """The daemon is stopped (SIGSTOP) while a client writes, so records pile up unread in its
     socket buffer, then killed: the client sends those again to the next daemon, first, and
     every record arrives; none is dropped, none vanishes."""
-    log = tmp_path / "out.log"
     total = 4000
-    d = Daemon(tmp_path, outputs=f"1:file:{log}")
-    client = python(STREAMER, d.env, d.socket, "10000", str(total))
-    again = None
-    try:
-        wait_for(lambda: max(seqs(log.read_text().splitlines()) or [0]) >= 500, 20,
-                 "the stream to be under way")
-        d.kill(signal.SIGSTOP)
-        time.sleep(0.3)                      # the client's writes land in the socket buffer
-        assert d.stop(signal.SIGKILL) == -signal.SIGKILL
-        again = Daemon(tmp_path, outputs=f"1:file:{log}")
-        out, err = client.communicate(timeout=60)
-        assert client.returncode == 0, err
-        dropped, resent = map(int, out.split())
-        read_until(log, f"seq {total - 1}\n")
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-        if again is not None:
-            assert again.stop() == 0
-    text = log.read_text()
+    text, _before, dropped, resent = kill_under_a_stream(
+        tmp_path, total=total, hold=10000, under_way=500, unread=True)
     routed, dumps = split_dumps(text)
     got = seqs(routed)
-    first_seen = list(dict.fromkeys(got))
-    assert first_seen == sorted(first_seen), "order kept"
+    first_seen = in_order(got)
     assert dropped == 0 and "dropped while the daemon was unreachable" not in text
     assert resent > 0, "records were left unread in the killed daemon's socket buffer"
     assert set(got) | set(seqs(dumps[0])) == set(range(total)), "every record arrived"
