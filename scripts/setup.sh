@@ -31,6 +31,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.virlogd-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    # wheel first: without it pip builds systemd-python (an sdist only) the deprecated way
+    .venv/bin/python -m pip install -q --disable-pip-version-check wheel
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
     touch "$stamp"
 fi
