@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 
 from daemonproc import wait_for as wait_until  # noqa: F401 - shared with the tests
+from virlogd.sockets import listening
 
 JOURNALD = "/lib/systemd/systemd-journald"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -60,12 +61,7 @@ def _require_namespace(what: str) -> str:
 # -- small helpers ---------------------------------------------------------------------------
 def dgram_listening(path: str) -> bool:
     """True when a datagram receiver is bound at *path* (a stale socket file gives False)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
+    return listening(path, socket.SOCK_DGRAM)
 
 
 def _alive(pid: int) -> bool:

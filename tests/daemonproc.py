@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from virlogd.sockets import listening
 
 VENV_BIN = Path(sys.executable).parent
 VIRLOGD = str(VENV_BIN / "virlogd")
@@ -45,12 +46,7 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
 
 
 def accepts(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
+    return listening(path)
 
 
 class Daemon:

@@ -10,6 +10,7 @@ import stat
 import sys
 from typing import Mapping, Optional
 
+from .sockets import listening
 from .specs import OutputSpec
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -75,12 +76,7 @@ def journal_writable(path: str = JOURNAL_SOCKET) -> bool:
             return False
     except OSError:
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
+    return listening(path, socket.SOCK_DGRAM)
 
 
 def stdin_is_tty() -> bool:

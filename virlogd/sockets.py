@@ -45,6 +45,17 @@ def bind_unix(path: str, kind: int = socket.SOCK_STREAM, *, mode: int = 0o666,
     return sock
 
 
+def listening(path: str, kind: int = socket.SOCK_STREAM) -> bool:
+    """True when a live process serves *path*: a socket file alone proves nothing, since a
+    killed process leaves its file behind, so try to connect."""
+    with socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 def _clear_stale(path: str, kind: int) -> None:
     try:
         info = os.lstat(path)
@@ -52,12 +63,7 @@ def _clear_stale(path: str, kind: int) -> None:
         return
     if not stat.S_ISSOCK(info.st_mode):
         raise SocketInUse(0, f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
-    try:
-        probe.connect(path)
-    except OSError:
+    if not listening(path, kind):
         os.unlink(path)                   # nobody answers: left over by a killed run
         return
-    finally:
-        probe.close()
     raise SocketInUse(0, f"another virlogd is already listening on {path}")

@@ -32,7 +32,7 @@ from typing import Dict, Tuple
 
 from .priority import FROM_SYSLOG_SEVERITY
 from .record import Record
-from .sockets import SocketInUse, bind_unix
+from .sockets import SocketInUse, bind_unix, listening
 
 FALLBACK_SOURCE = "syslog"
 DEFAULT_PRI = 13                 # user.notice (RFC 3164 4.3.3)
@@ -140,26 +140,17 @@ def bind_syslog_socket(path: str) -> socket.socket:
         info = None
     if info is not None and stat.S_ISLNK(info.st_mode):
         target = os.readlink(path)
-        if _receiving(path):
+        if listening(path, socket.SOCK_DGRAM):
             raise SocketInUse(errno.EADDRINUSE, f"a syslog daemon is already receiving on "
                                                 f"{path} (a link to {target})")
         os.unlink(path)
-    elif info is not None and stat.S_ISSOCK(info.st_mode) and _receiving(path):
+    elif info is not None and stat.S_ISSOCK(info.st_mode) and listening(path, socket.SOCK_DGRAM):
         raise SocketInUse(errno.EADDRINUSE, f"a syslog daemon is already receiving on {path}")
     sock = bind_unix(path, socket.SOCK_DGRAM, mode=0o666)
     # at once: the kernel attaches a sender's credentials only if the receiving socket asks
     # for them when the datagram is sent; one sent before SyslogInput exists needs them too
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     return sock
-
-
-def _receiving(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 class SyslogInput:
