@@ -49,6 +49,8 @@ def daemon(tmp_path_factory):
         print(i, flush=True)
     """)], env=d.env, stdout=subprocess.PIPE, text=True)
     d.log = log
+    # connected before any test counts connections (a slow start would add one to a count)
+    read_until(log, "bystander seq 0\n", timeout=30)
     yield d
     stop.write_text("")
     sent = int(good.communicate(timeout=30)[0])
