@@ -6,10 +6,12 @@ import re
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,77 @@ def test_the_number_of_clients_is_capped_with_a_clear_refusal(open_dir):
         for s in held:
             s.close()
         assert d.stop() == 0
+
+
+FLOODER = """
+    import socket, sys, time
+    from virlogd import wire
+    blob = b"".join(wire.encode_parts(1, "flood", "flood record %06d " % i + "x" * 100,
+                                      time=1.0) for i in range(8000))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(sys.argv[1])
+    sock.sendall(wire.HELLO_V1)              # it never reads: no answers wanted
+    sent, deadline = 0, time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        sock.sendall(blob)
+        sent += 8000
+    sock.close()
+    print(sent, flush=True)
+"""
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_flooding_client_neither_starves_others_nor_grows_the_daemon(open_dir):
+    """One client writes as fast as the kernel takes it for 4 s; meanwhile another sends a
+    record every 20 ms and waits for the daemon's answer each time. The daemon reads every
+    connection in turn (one read of at most 256 kB each per round), so the polite client's
+    records are routed within a round, and the flood costs the daemon no memory: the kernel's
+    socket buffer holds the backlog, and the flooder waits."""
+    from virlogd import wire
+    log = open_dir / "out.log"
+    d = Daemon(open_dir, outputs=f"4:file:{log}")
+    flooder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(FLOODER), d.socket, "4"],
+                               env=d.env, stdout=subprocess.PIPE, text=True)
+    latencies = []
+    try:
+        wait_for(lambda: json.loads(d.admin("stats", "--json").stdout)["received"] > 50000,
+                 20, "the flood to be under way")
+        rss_before = rss_kb(d.pid)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as polite:
+            polite.settimeout(10)
+            polite.connect(d.socket)
+            polite.sendall(wire.HELLO)
+            for i in range(50):
+                frame = wire.encode_parts(4, "polite", f"polite seq {i}", time=time.time())
+                started = time.monotonic()
+                polite.sendall(frame)
+                answer = b""
+                while len(answer) < 8:
+                    answer += polite.recv(8 - len(answer))
+                latencies.append(time.monotonic() - started)
+                assert struct.unpack("<Q", answer)[0] == i + 1
+                time.sleep(0.02)
+        flood_running = flooder.poll() is None
+        rss_growth = rss_kb(d.pid) - rss_before
+        flooded = int(flooder.communicate(timeout=30)[0])
+        read_until(log, "polite seq 49\n")
+    finally:
+        if flooder.poll() is None:
+            flooder.kill()
+            flooder.wait()
+        assert d.stop() == 0
+    assert flood_running, "the polite client was served while the flood went on"
+    assert max(latencies) < 1.0, f"a polite record waited {max(latencies):.3f} s"
+    assert rss_growth < 16 * 1024, f"the daemon grew by {rss_growth} kB"
+    polite_seqs = [int(n) for n in re.findall(r"polite seq (\d+)$", log.read_text(), re.M)]
+    assert polite_seqs == list(range(50))
+    latencies.sort()
+    print("\nflood figures:", json.dumps({
+        "flood_records": flooded, "polite_records": 50,
+        "polite_latency_ms": {"median": round(latencies[25] * 1000, 2),
+                              "max": round(latencies[-1] * 1000, 2)},
+        "daemon_rss_growth_kb": rss_growth}))
