@@ -45,6 +45,12 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
         time.sleep(0.01)
 
 
+def rss_kb(pid: int) -> int:
+    """The resident memory of process *pid*, in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def accepts(path: str) -> bool:
     return listening(path)
 

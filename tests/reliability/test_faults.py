@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_real
-from daemonproc import Daemon, read_until, wait_for
+from daemonproc import Daemon, read_until, rss_kb, wait_for
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: (\d+): (\w+) : (.*)$")
 RECOVERED = ("Previous virlogd run ended without stopping cleanly; dumping recovered log "
@@ -60,11 +60,6 @@ def stats(d):
 
 def output_stats(d, spec):
     return next(o for o in stats(d)["outputs"] if o["output"] == spec)
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def figures(name, **values):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_real
-from daemonproc import ADMIN, VIRLOG, Daemon, read_until, wait_for
+from daemonproc import ADMIN, VIRLOG, Daemon, read_until, rss_kb, wait_for
 
 TEST_USER = "virlogd-test"
 
@@ -175,11 +175,6 @@ FLOODER = """
     sock.close()
     print(sent, flush=True)
 """
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def test_a_flooding_client_neither_starves_others_nor_grows_the_daemon(open_dir):
