@@ -51,6 +51,20 @@ def rss_kb(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
+def read_to_eof(sock) -> bytes:
+    """Everything *sock* receives until the peer closes (a reset counts as closed)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def accepts(path: str) -> bool:
     return listening(path)
 

@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 
+from daemonproc import read_to_eof
 from serve import InProcessServer
 from virlogd import wire
 from virlogd.record import Record
@@ -59,15 +60,7 @@ def run_clients(count, program):
 def answers(sock):
     """Everything the server writes until it closes its end: version 2 answers only."""
     sock.settimeout(10)
-    data = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-    except ConnectionResetError:
-        return data
+    return read_to_eof(sock)
 
 
 def wait_closed(sock):

@@ -12,7 +12,7 @@ import socket
 import pytest
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
-from daemonproc import Daemon, read_until
+from daemonproc import Daemon, read_to_eof, read_until
 from virlogd.admin import COMMANDS, MAX_REQUEST
 
 SETTINGS = hsettings(max_examples=300, deadline=None,
@@ -48,16 +48,8 @@ def ask_raw(d, data):
             sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return [json.loads(line) for line in b"".join(chunks).splitlines()]
+        data = read_to_eof(sock)
+    return [json.loads(line) for line in data.splitlines()]
 
 
 def ask(d, request):

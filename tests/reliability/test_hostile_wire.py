@@ -19,7 +19,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from daemonproc import Daemon, read_until
+from daemonproc import Daemon, read_to_eof, read_until
 from virlogd import wire
 from virlogd.errors import ProtocolError
 
@@ -95,15 +95,7 @@ def exchange(d, data):
             sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass                     # refused before we finished: fine
-        data = b""
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            pass
+        data = read_to_eof(sock)
         # the daemon writes nothing but version 2 answers: growing counts, 8 bytes each
         assert len(data) % 8 == 0, data
         counts = [count for (count,) in struct.iter_unpack("<Q", data)]
