@@ -30,9 +30,20 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.virlogd-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
     # wheel first: without it pip builds systemd-python (an sdist only) the deprecated way
     .venv/bin/python -m pip install -q --disable-pip-version-check wheel
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
     touch "$stamp"
+fi
+
+# The C twins of the hot paths (setup.py; optional: without them the pure-Python code runs),
+# rebuilt in place whenever a source is newer than its built module.
+rebuild=""
+for src in virlogd/_c*.c; do
+    built=$(ls "${src%.c}".cpython-*.so 2>/dev/null | head -n 1 || true)
+    if [ -z "$built" ] || [ "$src" -nt "$built" ]; then rebuild=1; fi
+done
+if [ -n "$rebuild" ]; then
+    PYTHONWARNINGS=ignore .venv/bin/python setup.py -q build_ext --inplace >/dev/null
 fi
