@@ -8,6 +8,11 @@ The area is either a ``bytearray`` (the library) or an ``mmap`` of a file in the
 directory (the daemon). The file survives a death no handler can see — SIGKILL, the OOM
 killer — and its header says whether the last run closed it cleanly, so the next start can
 find the previous run's buffer and dump it as recovered.
+
+``RingBuffer`` is complete in pure Python. When the C twin ``virlogd._cring`` is loaded
+(``native.load``), ``RingBuffer(...)`` builds a ``_NativeRingBuffer`` instead: the same
+class to its callers, whose ``append`` is the C core's own method (no Python frame per
+record). The file, its header and ``recover()`` stay here, shared by both.
 """
 from __future__ import annotations
 
@@ -15,22 +20,68 @@ import collections
 import mmap
 import os
 import struct
-from typing import Deque, List, Optional
+from typing import Deque, Iterable, List, Optional, Tuple
+
+from . import native
 
 MAGIC = b"VLRING1\0"
 _HEADER = struct.Struct("<8sIIIII")    # magic, capacity, head, tail, used, state
 HEADER_SIZE = 32
 _POINTERS = struct.Struct("<III")     # head, tail, used: rewritten on every append
 _POINTERS_AT = 12
+# recover() reads only tail and used, which sit side by side in one aligned 8-byte word: they
+# are written with one 8-byte copy, so a SIGKILL can never leave one new and the other old
+# (struct.pack_into zeroes its target and then fills it field by field)
+_TAIL_USED = struct.Struct("<II")
+_TAIL_USED_AT = 16
+_HEAD = struct.Struct("<I")
 _LEN = struct.Struct("<I")
 RUNNING, CLEAN = 1, 0
+
+_cring = native.load("ring")
+
+
+def _map_file(path: str, capacity: int) -> Tuple[int, mmap.mmap]:
+    """The ring file at *path*, sized for *capacity*, opened and mapped: (fd, map)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, HEADER_SIZE + capacity)
+        return fd, mmap.mmap(fd, HEADER_SIZE + capacity)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _get(area, capacity: int, offset: int, size: int) -> bytes:
+    end = offset + size
+    if end <= capacity:
+        return bytes(area[offset:end])
+    return bytes(area[offset:]) + bytes(area[:end - capacity])
+
+
+def _walk(area, capacity: int, tail: int, used: int) -> List[bytes]:
+    """The entries of *area* from *tail*, oldest first (also reads a recovered file)."""
+    out, offset, left = [], tail, used
+    while left > 0:
+        (size,) = _LEN.unpack(_get(area, capacity, offset, 4))
+        out.append(_get(area, capacity, (offset + 4) % capacity, size))
+        offset = (offset + 4 + size) % capacity
+        left -= 4 + size
+    return out
 
 
 class RingBuffer:
     __slots__ = ("capacity", "_area", "_head", "_tail", "_used", "_map", "_fd", "path",
                  "skipped", "_sizes")
 
-    def __init__(self, capacity: int, path: Optional[str] = None) -> None:
+    def __new__(cls, capacity: int, path: Optional[str] = None, *, _pure: bool = False):
+        # _pure (private): this one instance in pure Python, whatever was built (the tests)
+        if cls is RingBuffer and _cring is not None and not _pure:
+            cls = _NativeRingBuffer
+        return super().__new__(cls)
+
+    def __init__(self, capacity: int, path: Optional[str] = None, *,
+                 _pure: bool = False) -> None:
         self.capacity = capacity
         self.path = path
         self._head = self._tail = self._used = 0
@@ -43,14 +94,7 @@ class RingBuffer:
         if path is None:
             self._area = bytearray(capacity)
             return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.ftruncate(fd, HEADER_SIZE + capacity)
-            self._map = mmap.mmap(fd, HEADER_SIZE + capacity)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+        self._fd, self._map = _map_file(path, capacity)
         self._area = memoryview(self._map)[HEADER_SIZE:]
         self._save(RUNNING)
 
@@ -64,11 +108,16 @@ class RingBuffer:
         used = self._used + size
         tail = self._tail
         sizes = self._sizes
-        while used > cap:
-            dropped = sizes.popleft()
-            tail = (tail + dropped) % cap
-            used -= dropped
         head = self._head
+        if used > cap:
+            while used > cap:
+                dropped = sizes.popleft()
+                tail = (tail + dropped) % cap
+                used -= dropped
+            if self._map is not None:
+                # the new entry overwrites the dropped ones: the header stops covering them
+                # first, so a SIGKILL while it is written leaves a header recover() can trust
+                self._map[_TAIL_USED_AT:_TAIL_USED_AT + 8] = _TAIL_USED.pack(tail, used - size)
         end = head + size
         if end <= cap:
             area = self._area
@@ -81,7 +130,13 @@ class RingBuffer:
         self._used = used
         sizes.append(size)
         if self._map is not None:
-            _POINTERS.pack_into(self._map, _POINTERS_AT, self._head, tail, used)
+            self._map[_POINTERS_AT:_POINTERS_AT + 4] = _HEAD.pack(self._head)
+            self._map[_TAIL_USED_AT:_TAIL_USED_AT + 8] = _TAIL_USED.pack(tail, used)
+
+    def append_many(self, entries: Iterable[bytes]) -> None:
+        """``append`` each of *entries* in order (one call for a batch)."""
+        for data in entries:
+            self.append(data)
 
     def _put(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
@@ -92,22 +147,10 @@ class RingBuffer:
             self._area[offset:] = data[:first]
             self._area[:end - self.capacity] = data[first:]
 
-    def _get(self, offset: int, size: int) -> bytes:
-        end = offset + size
-        if end <= self.capacity:
-            return bytes(self._area[offset:end])
-        return bytes(self._area[offset:]) + bytes(self._area[:end - self.capacity])
-
     # -- reading ---------------------------------------------------------------------
     def entries(self) -> List[bytes]:
         """Every stored entry, oldest first."""
-        out, offset, left = [], self._tail, self._used
-        while left > 0:
-            (size,) = _LEN.unpack(self._get(offset, 4))
-            out.append(self._get((offset + 4) % self.capacity, size))
-            offset = (offset + 4 + size) % self.capacity
-            left -= 4 + size
-        return out
+        return _walk(self._area, self.capacity, self._tail, self._used)
 
     @property
     def used(self) -> int:
@@ -122,9 +165,11 @@ class RingBuffer:
         if self._map is not None:
             self._save(RUNNING)
 
+    def _pointers(self) -> Tuple[int, int, int]:
+        return self._head, self._tail, self._used
+
     def _save(self, state: int) -> None:
-        _HEADER.pack_into(self._map, 0, MAGIC, self.capacity, self._head, self._tail,
-                          self._used, state)
+        _HEADER.pack_into(self._map, 0, MAGIC, self.capacity, *self._pointers(), state)
 
     def close(self) -> None:
         """Mark the file clean (a clean stop leaves nothing to recover) and unmap it."""
@@ -154,10 +199,76 @@ class RingBuffer:
         if magic != MAGIC or state != RUNNING or used == 0 or len(blob) < HEADER_SIZE + cap \
                 or used > cap or tail >= cap:
             return None
-        ring = RingBuffer(cap)
-        ring._area[:] = blob[HEADER_SIZE:HEADER_SIZE + cap]
-        ring._head, ring._tail, ring._used = head, tail, used
+        area = memoryview(blob)[HEADER_SIZE:HEADER_SIZE + cap]
         try:
-            return ring.entries()
+            return _walk(area, cap, tail, used)
         except (struct.error, IndexError, ValueError):
             return None
+
+
+class _NativeRingBuffer(RingBuffer):
+    """A RingBuffer whose area, pointers and per-record work are a ``_cring.Core``.
+
+    ``append`` is an instance slot holding the core's bound C method, so ``ring.append(x)``
+    costs one C call. The inherited pure-Python state (``_area``, ``_head``, ``_sizes``...)
+    stays unused: the core owns it.
+    """
+    __slots__ = ("_core", "append")
+
+    def __init__(self, capacity: int, path: Optional[str] = None, *,
+                 _pure: bool = False) -> None:
+        self.capacity = capacity
+        self.path = path
+        self._map = None
+        self._fd = -1
+        if path is None:
+            self._core = _cring.Core(bytearray(capacity), capacity)
+        else:
+            self._fd, self._map = _map_file(path, capacity)
+            try:
+                self._core = _cring.Core(self._map, capacity, HEADER_SIZE, _POINTERS_AT)
+            except BaseException:
+                self._map.close()
+                os.close(self._fd)
+                raise
+            self._save(RUNNING)
+        self.append = self._core.append
+
+    def append_many(self, entries: Iterable[bytes]) -> None:
+        """``append`` each of *entries* in order (one call for a batch)."""
+        self._core.append_many(entries)
+
+    def entries(self) -> List[bytes]:
+        """Every stored entry, oldest first."""
+        return self._core.entries()
+
+    @property
+    def used(self) -> int:
+        return self._core.used
+
+    @property
+    def skipped(self) -> int:        # entries too large to store
+        return self._core.skipped
+
+    @skipped.setter
+    def skipped(self, value: int) -> None:
+        self._core.skipped = value
+
+    def clear(self) -> None:
+        self._core.clear()
+        if self._map is not None:
+            self._save(RUNNING)
+
+    def _pointers(self) -> Tuple[int, int, int]:
+        core = self._core
+        return core.head, core.tail, core.used
+
+    def close(self) -> None:
+        """Mark the file clean (a clean stop leaves nothing to recover) and unmap it."""
+        if self._map is None:
+            return
+        self._save(CLEAN)
+        self._core.release()         # an mmap cannot be closed while a buffer is exported
+        self._map.close()
+        os.close(self._fd)
+        self._map = None

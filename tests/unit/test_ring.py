@@ -1,41 +1,84 @@
-"""The ring buffer: byte-bounded, oldest whole records first, survives SIGKILL on disk."""
+"""The ring buffer: byte-bounded, oldest whole records first, survives SIGKILL on disk.
+
+Every test runs against both implementations: the C core (``virlogd._cring``, when built and
+not turned off by ``VIRLOGD_PURE_PYTHON=1``) and pure Python (``_pure=True``). The
+differential tests feed the same random appends to both and want the same entries, counters
+and file bytes.
+"""
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 
-from virlogd.ring import RingBuffer
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from virlogd import native, ring as ring_module
+from virlogd.ring import HEADER_SIZE, RingBuffer
+
+IMPLS = [pytest.param("c", marks=pytest.mark.skipif(
+             ring_module._cring is None,
+             reason="C core not built or VIRLOGD_PURE_PYTHON=1")),
+         "py"]
 
 
-def test_entries_come_back_oldest_first():
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    return request.param
+
+
+@pytest.fixture
+def make(impl):
+    """RingBuffer(capacity, path) in the implementation under test."""
+    def build(capacity, path=None):
+        ring = RingBuffer(capacity, path, _pure=(impl == "py"))
+        assert (type(ring) is RingBuffer) == (impl == "py")
+        return ring
+    return build
+
+
+def test_the_c_core_is_built_in_ci():
+    """CI must test the C core: it has to be built there (and used unless turned off)."""
+    if not os.environ.get("CI"):
+        pytest.skip("CI is not set: the C core is optional here")
+    assert native.built("ring"), "virlogd._cring was not built"
+    if not native.PURE:
+        assert type(RingBuffer(64)) is not RingBuffer, "ring.py does not use virlogd._cring"
+
+
+def test_entries_come_back_oldest_first(make):
     """What goes in comes out in the order it went in."""
-    ring = RingBuffer(1024)
+    ring = make(1024)
     for i in range(5):
         ring.append(f"line {i}\n".encode())
     assert ring.entries() == [f"line {i}\n".encode() for i in range(5)]
+    assert len(ring) == 5
 
 
-def test_the_oldest_whole_records_are_overwritten_first():
+def test_the_oldest_whole_records_are_overwritten_first(make):
     """When full, the oldest records go, whole, and the bound is never exceeded."""
-    ring = RingBuffer(100)
+    ring = make(100)
     for i in range(50):
         ring.append(b"%02d-0123456789\n" % i)      # 14 bytes + 4 of length = 18
         assert ring.used <= 100
     assert ring.entries() == [b"%02d-0123456789\n" % i for i in range(45, 50)]
 
 
-def test_a_record_larger_than_the_whole_buffer_is_not_stored():
+def test_a_record_larger_than_the_whole_buffer_is_not_stored(make):
     """A record bigger than the buffer is skipped and counted; the others stay."""
-    ring = RingBuffer(64)
+    ring = make(64)
     ring.append(b"small\n")
     ring.append(b"x" * 61)
     assert ring.entries() == [b"small\n"]
     assert ring.skipped == 1
+    ring.append(b"x" * 60)                          # exactly the whole area: stored
+    assert ring.entries() == [b"x" * 60] and ring.used == 64 and ring.skipped == 1
 
 
-def test_wrapping_keeps_records_intact_across_the_end_of_the_area():
+def test_wrapping_keeps_records_intact_across_the_end_of_the_area(make):
     """Records that straddle the end of the circular area read back intact."""
-    ring, model = RingBuffer(50), []
+    ring, model = make(50), []
     for i in range(200):
         data = bytes([65 + i % 26]) * (7 + i % 11)
         ring.append(data)
@@ -45,28 +88,76 @@ def test_wrapping_keeps_records_intact_across_the_end_of_the_area():
         assert ring.entries() == model
 
 
-def test_clear_empties_the_buffer():
+def test_any_bytes_like_entry_is_stored_as_bytes(make):
+    """bytearray and memoryview entries read back as bytes, like bytes entries."""
+    ring = make(64)
+    ring.append(bytearray(b"one"))
+    ring.append(memoryview(b"two"))
+    ring.append(b"")
+    assert ring.entries() == [b"one", b"two", b""]
+
+
+def test_append_many_is_append_in_order(make):
+    """A batch is the same as its appends one by one, drops and skips included."""
+    ring, one_by_one = make(40), make(40)
+    batch = [b"a" * 10, b"b" * 50, b"c" * 3, b"", b"d" * 20, b"e" * 12]
+    ring.append_many(batch)
+    ring.append_many(iter([b"f" * 5]))
+    for data in batch + [b"f" * 5]:
+        one_by_one.append(data)
+    assert ring.entries() == one_by_one.entries() == [b"e" * 12, b"f" * 5]
+    assert (ring.used, ring.skipped) == (one_by_one.used, one_by_one.skipped) == (25, 1)
+
+
+def test_clear_empties_the_buffer(make):
     """After a dump the buffer starts afresh, as libvirt's did."""
-    ring = RingBuffer(100)
+    ring = make(100)
     ring.append(b"a\n")
     ring.clear()
     assert ring.entries() == [] and ring.used == 0
+    ring.append(b"b\n")
+    assert ring.entries() == [b"b\n"]
 
 
-def test_a_cleanly_closed_file_has_nothing_to_recover(tmp_path):
+def test_a_cleanly_closed_file_has_nothing_to_recover(make, tmp_path):
     """A clean stop leaves nothing to recover."""
     path = str(tmp_path / "ring")
-    ring = RingBuffer(256, path)
+    ring = make(256, path)
     ring.append(b"hello\n")
     ring.close()
+    ring.close()                                    # twice is harmless
     assert RingBuffer.recover(path) is None
 
 
-def test_the_buffer_of_a_sigkilled_process_is_recovered(tmp_path):
+def test_a_closed_mapped_ring_refuses_to_write(make, tmp_path):
+    """After close the mapping is gone: writing or reading raises ValueError, no crash."""
+    ring = make(256, str(tmp_path / "ring"))
+    ring.append(b"hello\n")
+    ring.close()
+    with pytest.raises(ValueError):
+        ring.append(b"more\n")
+    with pytest.raises(ValueError):
+        ring.entries()
+    assert ring.used == 10
+
+
+def test_an_open_mapped_ring_is_recoverable_at_any_time(make, tmp_path):
+    """The header is current after every append: a reader sees what a SIGKILL would leave."""
+    path = str(tmp_path / "ring")
+    ring = make(64, path)
+    for i in range(30):
+        ring.append(b"entry %d" % i)
+        assert RingBuffer.recover(path) == ring.entries()
+    ring.clear()
+    assert RingBuffer.recover(path) is None           # nothing used: nothing to recover
+    ring.close()
+
+
+def test_the_buffer_of_a_sigkilled_process_is_recovered(impl, tmp_path):
     """A process killed with SIGKILL leaves its buffer for the next start."""
     path = str(tmp_path / "ring")
     code = ("import os,sys; from virlogd.ring import RingBuffer\n"
-            f"r = RingBuffer(256, {path!r})\n"
+            f"r = RingBuffer(256, {path!r}, _pure={impl == 'py'})\n"
             "for i in range(40): r.append(b'rec %d\\n' % i)\n"
             "os.kill(os.getpid(), 9)\n")
     proc = subprocess.run([sys.executable, "-c", code], check=False)
@@ -80,9 +171,84 @@ def test_the_buffer_of_a_sigkilled_process_is_recovered(tmp_path):
 def test_a_damaged_file_recovers_nothing_and_never_raises(tmp_path):
     """Garbage in the ring file must never stop a start."""
     path = tmp_path / "ring"
-    path.write_bytes(b"VLRING1\0" + os.urandom(200))
-    assert RingBuffer.recover(str(path)) in (None,) or isinstance(
-        RingBuffer.recover(str(path)), list)
+    for _ in range(50):
+        path.write_bytes(b"VLRING1\0" + os.urandom(200))
+        assert RingBuffer.recover(str(path)) is None or isinstance(
+            RingBuffer.recover(str(path)), list)
     path.write_bytes(b"junk")
     assert RingBuffer.recover(str(path)) is None
     assert RingBuffer.recover(str(tmp_path / "missing")) is None
+
+
+# -- C against pure Python ---------------------------------------------------------------------
+needs_core = pytest.mark.skipif(ring_module._cring is None,
+                                reason="C core not built or VIRLOGD_PURE_PYTHON=1")
+
+
+def _ops(capacity):
+    entry = st.binary(max_size=capacity + 10)
+    return st.lists(st.one_of(
+        st.tuples(st.just("append"), entry),
+        st.tuples(st.just("append"), entry),
+        st.tuples(st.just("append"), entry),
+        st.tuples(st.just("many"), st.lists(entry, max_size=5)),
+        st.tuples(st.just("clear"), st.none()),
+    ), max_size=60)
+
+
+def _apply(ring, op, arg):
+    if op == "append":
+        ring.append(arg)
+    elif op == "many":
+        ring.append_many(arg)
+    else:
+        ring.clear()
+
+
+def _file(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+@needs_core
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), capacity=st.integers(0, 80))
+def test_c_and_pure_python_store_the_same(data, capacity):
+    """In memory: the same entries, used and skipped after every operation."""
+    ops = data.draw(_ops(capacity))
+    c, py = RingBuffer(capacity), RingBuffer(capacity, _pure=True)
+    assert type(c) is not type(py)
+    for op, arg in ops:
+        _apply(c, op, arg)
+        _apply(py, op, arg)
+        assert c.entries() == py.entries()
+        assert (c.used, c.skipped) == (py.used, py.skipped)
+        assert c.used <= capacity
+
+
+@needs_core
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), capacity=st.integers(0, 80))
+def test_c_and_pure_python_write_the_same_file(data, capacity):
+    """Mapped: the same file bytes, header included, after every operation and after close,
+    and the same recovered entries."""
+    ops = data.draw(_ops(capacity))
+    with tempfile.TemporaryDirectory() as tmp:
+        c_path, py_path = os.path.join(tmp, "c"), os.path.join(tmp, "py")
+        c, py = RingBuffer(capacity, c_path), RingBuffer(capacity, py_path, _pure=True)
+        assert type(c) is not type(py)
+        assert _file(c_path) == _file(py_path)
+        for op, arg in ops:
+            _apply(c, op, arg)
+            _apply(py, op, arg)
+            assert c.entries() == py.entries()
+            assert (c.used, c.skipped) == (py.used, py.skipped)
+            assert _file(c_path) == _file(py_path)
+            assert len(_file(c_path)) == HEADER_SIZE + capacity
+        recovered = RingBuffer.recover(c_path)
+        assert recovered == RingBuffer.recover(py_path)
+        assert recovered == (c.entries() if c.used else None)
+        c.close()
+        py.close()
+        assert _file(c_path) == _file(py_path)
+        assert RingBuffer.recover(c_path) is None
