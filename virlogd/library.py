@@ -7,7 +7,9 @@ a bad string raises ``ConfigError`` and changes nothing.
 
 Cost matters most for calls nobody wants, so each ``Logger`` caches the lowest priority that
 does anything (the filter threshold for its source, or 1 while the ring buffer keeps debug
-history); ``configure()`` refreshes every logger, so the cache can never go stale.
+history); ``configure()`` refreshes every logger, so the cache can never go stale. A call
+below the threshold that the ring keeps (debug history) is packed straight into the ring,
+without a ``Record``: it is the most frequent call and the least often read.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import atexit
 import os
 import sys
 import threading
+import time as _time
 import traceback
 from typing import Dict, Mapping, Optional, Union
 
@@ -28,6 +31,7 @@ from .record import Record
 from .ring import RingBuffer
 from .router import Router, RouterState
 from .specs import OutputSpec, parse_filters, parse_outputs
+from . import textformat
 
 DEFAULT_BUFFER_KB = 64
 
@@ -176,7 +180,7 @@ def getLogger(name: str) -> "Logger":   # noqa: N802 - the stdlib's spelling, on
 class Logger:
     """Logs records from one source; ``name`` is what filters match."""
 
-    __slots__ = ("name", "_min", "_router", "_stack")
+    __slots__ = ("name", "_min", "_router", "_stack", "_threshold")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -185,23 +189,33 @@ class Logger:
     def _refresh(self, router: Router) -> None:
         threshold, self._stack = router.decide(self.name)
         self._min = 1 if router.ring is not None else threshold
+        self._threshold = threshold
         self._router = router
 
     def debug(self, msg: str, *args, **meta) -> None:
         if self._min <= 1:
-            self._log(1, msg, args, meta)
+            if self._threshold > 1 and not meta:     # only the ring wants it
+                self._keep(1, msg, args)
+            else:
+                self._log(1, msg, args, meta)
         elif meta:
             _fields(meta)          # a bad field name is an error whether or not it is logged
 
     def info(self, msg: str, *args, **meta) -> None:
         if self._min <= 2:
-            self._log(2, msg, args, meta)
+            if self._threshold > 2 and not meta:     # only the ring wants it
+                self._keep(2, msg, args)
+            else:
+                self._log(2, msg, args, meta)
         elif meta:
             _fields(meta)          # a bad field name is an error whether or not it is logged
 
     def warning(self, msg: str, *args, **meta) -> None:
         if self._min <= 3:
-            self._log(3, msg, args, meta)
+            if self._threshold > 3 and not meta:     # only the ring wants it
+                self._keep(3, msg, args)
+            else:
+                self._log(3, msg, args, meta)
         elif meta:
             _fields(meta)          # a bad field name is an error whether or not it is logged
 
@@ -215,6 +229,14 @@ class Logger:
             self._log(priority, msg, args, meta)
         elif meta:
             _fields(meta)
+
+    def _keep(self, priority: int, msg: str, args: tuple) -> None:
+        """A call below the filters that the ring keeps: packed as the router would pack it,
+        without building a Record."""
+        frame = sys._getframe(2)
+        message = msg % args if args else str(msg)
+        self._router.keep(textformat.pack_parts(_time.time(), _pid[0], frame.f_lineno,
+                                                priority, frame.f_code.co_name, message))
 
     def _log(self, priority: int, msg: str, args: tuple, meta: Mapping, depth: int = 2) -> None:
         router = self._router

@@ -92,6 +92,15 @@ class Router:
                 if self.flush_each:
                     self._flush(outputs)
 
+    def keep(self, entry: bytes) -> None:
+        """A record only the ring wants, already packed (``pack_parts``): the library's debug
+        fast path, which builds no Record for a call that may never be read."""
+        with self._lock:
+            self.received += 1
+            ring = self.ring
+            if ring is not None:
+                ring.append(entry)
+
     def count_drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + count

@@ -14,7 +14,9 @@ import struct
 import time as _time
 from typing import Optional
 
+from . import native
 from .priority import NAMES
+from .record import Record
 
 CONTINUATION = "  | "
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -52,7 +54,7 @@ def _body(pid: int, priority: int, func: Optional[str], line: int, message: str)
     return f"{pid}: {NAMES.get(priority, priority)} : {neutralise(message)}"
 
 
-_last_prefix = (None, "")     # ((millisecond, pid, priority), "TIME: PID: LEVEL : ")
+_last_prefix = (None, "")     # ((millisecond, pid, priority, ...), "TIME: PID: LEVEL : ")
 
 
 def _prefix(when: float, pid: int, priority: int) -> str:
@@ -60,7 +62,10 @@ def _prefix(when: float, pid: int, priority: int) -> str:
     level), so the last one is kept: most lines then cost one tuple compare here. The cache
     is one tuple, replaced whole, so threads never see a key with another's text."""
     global _last_prefix
-    key = (int(when * 1000), pid, priority)
+    # The classes are in the key because equal values can print differently (True == 1,
+    # 4711.0 == 4711): without them a line would depend on the one before, and the C twin,
+    # which has its own cache, could not give the same line.
+    key = (int(when * 1000), pid, priority, pid.__class__, priority.__class__)
     cached = _last_prefix
     if cached[0] == key:
         return cached[1]
@@ -69,7 +74,7 @@ def _prefix(when: float, pid: int, priority: int) -> str:
     return text
 
 
-def format_line(record, with_stack: bool = False) -> str:
+def _pure_format_line(record, with_stack: bool = False) -> str:
     """The full text line with its trailing newline; with the stack when asked (``+``)."""
     func = record.func
     if func:
@@ -91,15 +96,22 @@ def format_line(record, with_stack: bool = False) -> str:
 _PACKED = struct.Struct("<xdiiBH")     # NUL, time, pid, line, priority, len(func)
 
 
-def pack_record(record) -> bytes:
+def _pure_pack_parts(when: float, pid: int, line: Optional[int], priority: int,
+                     func: Optional[str], message: str) -> bytes:
+    """The ring entry of a record no output formats, from its parts: the library packs
+    what only the ring wants without building a Record."""
+    func = (func or "").encode("utf-8", "surrogateescape")
+    return (_PACKED.pack(when, pid, line or 0, priority, len(func)) + func
+            + message.encode("utf-8", "surrogateescape"))
+
+
+def _pure_pack_record(record) -> bytes:
     """The ring entry of a record no output formats (cheaper than ``format_line``)."""
-    func = (record.func or "").encode("utf-8", "surrogateescape")
-    return (_PACKED.pack(record.time, record.pid, record.line or 0, record.priority,
-                         len(func)) + func
-            + record.message.encode("utf-8", "surrogateescape"))
+    return _pure_pack_parts(record.time, record.pid, record.line, record.priority,
+                            record.func, record.message)
 
 
-def entry_text(entry: bytes) -> str:
+def _pure_entry_text(entry: bytes) -> str:
     """The text line of a ring entry, packed or not."""
     if entry[:1] != b"\0":
         return entry.decode("utf-8", "surrogateescape")
@@ -127,3 +139,21 @@ def dump_text(reason: str, lines, *, recovered: bool = False) -> str:
             f"    ====== start of log =====\n\n"
             f"{body}\n"
             f"     ====== end of log =====\n")
+
+
+# The C twin (virlogd/_ctext.c) returns the same values and raises the same errors; it takes
+# the common case itself and hands the rest to the functions above, which therefore stay the
+# reference. The tests run both: they reach the pure ones by these _pure_ names.
+_NATIVE = native.load("text")
+if _NATIVE is not None:
+    _NATIVE.setup(Record, NAMES, _pure_format_line, _pure_pack_record, _pure_pack_parts,
+                  _pure_entry_text)
+    format_line = _NATIVE.format_line
+    pack_record = _NATIVE.pack_record
+    pack_parts = _NATIVE.pack_parts
+    entry_text = _NATIVE.entry_text
+else:
+    format_line = _pure_format_line
+    pack_record = _pure_pack_record
+    pack_parts = _pure_pack_parts
+    entry_text = _pure_entry_text

@@ -106,3 +106,34 @@ def test_configure_is_all_or_nothing_and_dump_buffer_shows_hidden_debug(tmp_path
     assert text.endswith("\n     ====== end of log =====\n")
     body = text.split("====== start of log =====\n\n")[1].split("\n     ======")[0]
     assert strip(body, pid) == ["debug : <module>:10 : kept only in the ring"]
+
+
+def test_calls_only_the_ring_keeps_dump_like_routed_ones_in_order(tmp_path):
+    """Below the filters, debug/info/warning go straight into the ring (no Record is built);
+    the dump shows them with their function, line and arguments, in call order with the
+    records that were routed to the outputs."""
+    program = textwrap.dedent("""
+        import os, virlogd
+        print(os.getpid(), flush=True)
+        virlogd.configure(level=4, filters="1:shown", outputs="1:stderr", buffer_size=64)
+        hidden, shown = virlogd.getLogger("hidden"), virlogd.getLogger("shown.x")
+        def probe():
+            hidden.debug("d %s %d", "arg", 7)
+            hidden.info("i %r", [1])
+            shown.debug("routed")
+            hidden.warning("w %%s kept")
+            hidden.warning("fields go the long way", message_id="m1")
+        probe()
+        virlogd.dump_buffer("Dump")
+    """)
+    result = run_program(tmp_path, program)
+    assert result.returncode == 0, result.stderr
+    pid = result.stdout.strip()
+    before = strip(result.stderr.split("Dump dumping")[0], pid)
+    assert before[2:] == ["debug : probe:9 : routed"]          # after the two headers
+    body = result.stderr.split("====== start of log =====\n\n")[1].split("\n     ======")[0]
+    assert strip(body, pid) == ["debug : probe:7 : d arg 7",
+                                "info : probe:8 : i [1]",
+                                "debug : probe:9 : routed",
+                                "warning : probe:10 : w %%s kept",
+                                "warning : probe:11 : fields go the long way"]
