@@ -1,7 +1,636 @@
-/* Placeholder: the C twin of wire (to be written). */
+/* The C twin of wire.py's two per-record paths (docs/protocol.md has the format).
+ *
+ * frames(): the daemon's decoder. It takes only the common case: it decodes the run of
+ * well-formed frames at the start of a buffer and stops BEFORE the first frame it does not
+ * take whole (any malformed frame, a field name the Python decoder would rename...), so that
+ * wire.FrameDecoder's Python loop handles that frame. Every protocol error message is
+ * therefore produced in one place, in Python; this file never raises ProtocolError.
+ *
+ * encode_parts(): the client's encoder, for plain arguments only. Everything else (fields,
+ * strings that are not plain UTF-8, other types, every error) is handed, arguments
+ * untouched, to the pure-Python encode_parts given to bind(), so results and messages are
+ * the Python ones by construction.
+ *
+ * The bytes come from untrusted local clients: every read is checked against the end of the
+ * frame, itself checked against the end of the buffer, with 64-bit sums of 32-bit lengths
+ * (no overflow possible).
+ */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "structmember.h"
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cwire", NULL, -1, NULL};
+#include <stdint.h>
+#include <string.h>
 
-PyMODINIT_FUNC PyInit__cwire(void) { return PyModule_Create(&module); }
+#define HEAD_SIZE 44        /* the length prefix and the 40-byte fixed part of the body */
+#define FIELD_HEAD 6        /* name length, kind, value length */
+#define MAX_FIELDS 256
+#define TYPE_RECORD 1
+#define KIND_TEXT 0
+#define KIND_BYTES 1
+#define MAX_TIME 253402300799.0
+#define MAX_NAME 64         /* fieldnames: ^[A-Z][A-Z0-9_]{0,63}$ */
+
+/* Record's slots, in wire.py's order; bind() finds each one's offset in the instance. */
+enum { S_TIME, S_PRIORITY, S_SOURCE, S_MESSAGE, S_FUNC, S_LINE, S_FILE, S_FIELDS, S_STACK,
+       S_PID, S_UID, S_GID, S_IDENT, NSLOTS };
+static const char *const slot_names[NSLOTS] = {
+    "time", "priority", "source", "message", "func", "line", "file", "fields", "stack",
+    "pid", "uid", "gid", "ident",
+};
+
+/* Set by bind(); record_type is NULL until a bind() succeeded. */
+static PyTypeObject *record_type;
+static Py_ssize_t slot_offset[NSLOTS];
+static PyObject *reserved_names;    /* fieldnames.RESERVED */
+static PyObject *encode_fallback;   /* the pure-Python encode_parts */
+static Py_ssize_t encode_limit;     /* wire.MAX_FRAME */
+
+enum { K_TIME, K_FUNC, K_LINE, K_FILE, K_FIELDS, K_STACK, K_IDENT, NKW };
+static const char *const kw_names[NKW] = {
+    "time", "func", "line", "file", "fields", "stack", "ident",
+};
+static PyObject *kw_interned[NKW];
+
+static inline uint32_t
+rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline void
+wr32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+/* -- bind ------------------------------------------------------------------------------- */
+
+/* Whether every slot is a plain writable object slot of this very type; fills slot_offset.
+ * The exact __slots__ set is required: a Record with another slot would need this file
+ * (and wire.py's loop) to change, and must not silently get records missing it. */
+static int
+find_slots(PyTypeObject *type, Py_ssize_t *offsets)
+{
+    int ok = 0;
+    PyObject *slots = PyObject_GetAttrString((PyObject *)type, "__slots__");
+    if (slots == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (!PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != NSLOTS)
+        goto done;
+    for (int i = 0; i < NSLOTS; i++) {
+        PyObject *name = PyTuple_GET_ITEM(slots, i);
+        int known = 0;
+        for (int j = 0; j < NSLOTS && !known; j++)
+            known = PyUnicode_Check(name) &&
+                    PyUnicode_CompareWithASCIIString(name, slot_names[j]) == 0;
+        if (!known)
+            goto done;
+    }
+    for (int i = 0; i < NSLOTS; i++) {
+        PyObject *descr = PyObject_GetAttrString((PyObject *)type, slot_names[i]);
+        if (descr == NULL) {
+            PyErr_Clear();
+            goto done;
+        }
+        int good = 0;
+        if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                ((PyDescrObject *)descr)->d_type == type) {
+            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+            good = member->type == T_OBJECT_EX && !(member->flags & READONLY) &&
+                   member->offset >= (Py_ssize_t)sizeof(PyObject) &&
+                   member->offset <= type->tp_basicsize - (Py_ssize_t)sizeof(PyObject *);
+            offsets[i] = member->offset;
+        }
+        Py_DECREF(descr);
+        if (!good)
+            goto done;
+        for (int j = 0; j < i; j++)
+            if (offsets[j] == offsets[i])
+                goto done;
+    }
+    ok = 1;
+done:
+    Py_DECREF(slots);
+    return ok;
+}
+
+PyDoc_STRVAR(bind_doc,
+"bind(record_type, reserved, encode_fallback, max_frame, /)\n--\n\n"
+"Give the module what it needs from Python. Returns False (and changes nothing) when\n"
+"record_type's slots are not the 13 plain slots of virlogd.record.Record, which cannot\n"
+"then be built here: the caller must use pure Python.");
+
+static PyObject *
+bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t offsets[NSLOTS];
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "bind() takes exactly 4 arguments");
+        return NULL;
+    }
+    PyObject *type = args[0], *reserved = args[1], *fallback = args[2];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyFrozenSet_Check(reserved) || !PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "bind() needs a frozenset of names and a callable fallback");
+        return NULL;
+    }
+    if (!PyType_Check(type))
+        Py_RETURN_FALSE;
+    PyTypeObject *tp = (PyTypeObject *)type;
+    /* records are made as Record.__new__(Record) makes them: object's allocation, no
+     * __init__; a type with its own __new__ or a variable size would need more */
+    if (tp->tp_new != PyBaseObject_Type.tp_new || tp->tp_alloc == NULL ||
+            tp->tp_itemsize != 0 || !find_slots(tp, offsets))
+        Py_RETURN_FALSE;
+    memcpy(slot_offset, offsets, sizeof(offsets));
+    Py_INCREF(type);
+    Py_XSETREF(record_type, tp);
+    Py_INCREF(reserved);
+    Py_XSETREF(reserved_names, reserved);
+    Py_INCREF(fallback);
+    Py_XSETREF(encode_fallback, fallback);
+    encode_limit = limit;
+    Py_RETURN_TRUE;
+}
+
+/* -- decoding --------------------------------------------------------------------------- */
+
+/* The last string decoded for one of the repeated parts (source, func, file, ident): a
+ * client sends the same few over and over, and one memcmp is cheaper than a new str. */
+typedef struct {
+    const unsigned char *bytes;
+    size_t size;
+    PyObject *value;            /* strong reference, released when frames() returns */
+} Cache;
+
+/* Results: 1 done (*result set), 0 not taken (hand the frame to Python), -1 exception. */
+
+static int
+decode_text(const unsigned char *s, size_t n, const char *errors, Cache *cache,
+            PyObject **result)
+{
+    if (cache != NULL && cache->value != NULL && cache->size == n &&
+            memcmp(cache->bytes, s, n) == 0) {
+        Py_INCREF(cache->value);
+        *result = cache->value;
+        return 1;
+    }
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, errors);
+    if (text == NULL) {
+        if (errors == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();      /* strict part, invalid UTF-8: Python says where */
+            return 0;
+        }
+        return -1;
+    }
+    if (cache != NULL) {
+        Py_INCREF(text);
+        Py_XSETREF(cache->value, text);
+        cache->bytes = s;
+        cache->size = n;
+    }
+    *result = text;
+    return 1;
+}
+
+/* An optional part: None when absent (length 0), as in wire.py. */
+static int
+decode_optional(const unsigned char *s, size_t n, const char *errors, Cache *cache,
+                PyObject **result)
+{
+    if (n == 0) {
+        Py_INCREF(Py_None);
+        *result = Py_None;
+        return 1;
+    }
+    return decode_text(s, n, errors, cache, result);
+}
+
+/* Exactly the names fieldnames.is_valid accepts, less RESERVED (checked by the caller).
+ * Anything else, even a name Python would keep, goes to Python, which renames and counts. */
+static int
+plain_name(const unsigned char *s, size_t n)
+{
+    if (n == 0 || n > MAX_NAME || s[0] < 'A' || s[0] > 'Z')
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        unsigned char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* The fields of a frame: f[pos:stop] must hold exactly count fields. */
+static int
+decode_fields(const unsigned char *f, size_t pos, size_t stop, unsigned count,
+              PyObject **result)
+{
+    PyObject *fields = PyDict_New();
+    if (fields == NULL)
+        return -1;
+    for (unsigned i = 0; i < count; i++) {
+        if (stop - pos < FIELD_HEAD)
+            goto not_taken;
+        size_t name_len = f[pos];
+        unsigned kind = f[pos + 1];
+        uint64_t value_len = rd32(f + pos + 2);
+        size_t start = pos + FIELD_HEAD;
+        if ((uint64_t)name_len + value_len > (uint64_t)(stop - start))
+            goto not_taken;
+        const unsigned char *name_bytes = f + start;
+        const unsigned char *value_bytes = name_bytes + name_len;
+        pos = start + name_len + (size_t)value_len;
+        if ((kind != KIND_TEXT && kind != KIND_BYTES) || !plain_name(name_bytes, name_len))
+            goto not_taken;
+        PyObject *name = PyUnicode_DecodeLatin1((const char *)name_bytes,
+                                                (Py_ssize_t)name_len, NULL);
+        if (name == NULL)
+            goto error;
+        int taken = PySet_Contains(reserved_names, name);
+        if (taken != 0) {
+            Py_DECREF(name);
+            if (taken < 0)
+                goto error;
+            goto not_taken;
+        }
+        PyObject *value = kind == KIND_TEXT
+            ? PyUnicode_DecodeUTF8((const char *)value_bytes, (Py_ssize_t)value_len,
+                                   "surrogateescape")
+            : PyBytes_FromStringAndSize((const char *)value_bytes, (Py_ssize_t)value_len);
+        if (value == NULL) {
+            Py_DECREF(name);
+            goto error;
+        }
+        int failed = PyDict_SetItem(fields, name, value);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (failed)
+            goto error;
+    }
+    if (pos != stop)
+        goto not_taken;
+    *result = fields;
+    return 1;
+not_taken:
+    Py_DECREF(fields);
+    return 0;
+error:
+    Py_DECREF(fields);
+    return -1;
+}
+
+typedef struct {
+    PyObject *pid, *uid, *gid;
+    Cache source, func, file, ident;
+} Context;
+
+/* One complete frame: f[0:size] (length prefix included), size >= HEAD_SIZE. */
+static int
+decode_frame(const unsigned char *f, size_t size, Context *ctx, PyObject **result)
+{
+    PyObject *v[NSLOTS] = {NULL};
+    int status;
+
+    unsigned kind = f[4], priority = f[5];
+    unsigned nfields = (unsigned)f[6] | (unsigned)f[7] << 8;
+    uint32_t line = rd32(f + 8);
+    double when = PyFloat_Unpack8((const char *)f + 12, 1);
+    if (when == -1.0 && PyErr_Occurred())
+        return -1;
+    if (kind != TYPE_RECORD || priority < 1 || priority > 4 || nfields > MAX_FIELDS ||
+            !(when >= 0.0 && when <= MAX_TIME))     /* written so that NaN fails */
+        return 0;
+    uint64_t len[6];
+    uint64_t g = HEAD_SIZE;
+    for (int i = 0; i < 6; i++) {
+        len[i] = rd32(f + 20 + 4 * i);
+        g += len[i];
+    }
+    if (g > (uint64_t)size || (nfields == 0 && g != (uint64_t)size))
+        return 0;
+    /* every offset below is now within the frame */
+    const unsigned char *s = f + HEAD_SIZE;
+    const unsigned char *m = s + len[0], *fn = m + len[1], *fl = fn + len[2];
+    const unsigned char *st = fl + len[3], *id = st + len[4];
+
+    if ((status = decode_text(s, (size_t)len[0], NULL, &ctx->source, &v[S_SOURCE])) != 1 ||
+        (status = decode_text(m, (size_t)len[1], "surrogateescape", NULL,
+                              &v[S_MESSAGE])) != 1 ||
+        (status = decode_optional(fn, (size_t)len[2], NULL, &ctx->func, &v[S_FUNC])) != 1 ||
+        (status = decode_optional(fl, (size_t)len[3], "surrogateescape", &ctx->file,
+                                  &v[S_FILE])) != 1 ||
+        (status = decode_optional(st, (size_t)len[4], "surrogateescape", NULL,
+                                  &v[S_STACK])) != 1 ||
+        (status = decode_optional(id, (size_t)len[5], NULL, &ctx->ident,
+                                  &v[S_IDENT])) != 1)
+        goto fail;
+    if (nfields)
+        status = decode_fields(f, (size_t)g, size, nfields, &v[S_FIELDS]);
+    else
+        status = (v[S_FIELDS] = PyDict_New()) != NULL ? 1 : -1;
+    if (status != 1)
+        goto fail;
+    status = -1;
+    if ((v[S_TIME] = PyFloat_FromDouble(when)) == NULL ||
+            (v[S_PRIORITY] = PyLong_FromLong((long)priority)) == NULL ||
+            (v[S_LINE] = PyLong_FromUnsignedLong(line)) == NULL)
+        goto fail;
+    Py_INCREF(ctx->pid);
+    v[S_PID] = ctx->pid;
+    Py_INCREF(ctx->uid);
+    v[S_UID] = ctx->uid;
+    Py_INCREF(ctx->gid);
+    v[S_GID] = ctx->gid;
+
+    /* Record.__new__(Record), then each slot's reference moved in: the memory is zeroed,
+     * so there is no old value to release */
+    PyObject *record = record_type->tp_alloc(record_type, 0);
+    if (record == NULL)
+        goto fail;
+    for (int i = 0; i < NSLOTS; i++)
+        *(PyObject **)((char *)record + slot_offset[i]) = v[i];
+    *result = record;
+    return 1;
+fail:
+    for (int i = 0; i < NSLOTS; i++)
+        Py_XDECREF(v[i]);
+    return status;
+}
+
+PyDoc_STRVAR(frames_doc,
+"frames(buf, pos, out, max_frame, pid, uid, gid, /)\n--\n\n"
+"Decode the well-formed frames of buf from pos on, appending Records to out.\n"
+"Returns (pos, need): need is the size of the incomplete frame at pos (0 if none);\n"
+"otherwise pos is where the frames this does not take start (or fewer than 4 bytes).");
+
+static PyObject *
+frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "frames() takes exactly 7 arguments");
+        return NULL;
+    }
+    if (record_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_cwire.frames() before a successful bind()");
+        return NULL;
+    }
+    PyObject *out = args[2];
+    if (!PyList_Check(out)) {
+        PyErr_SetString(PyExc_TypeError, "frames(): out must be a list");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    int overflow;
+    long long limit = PyLong_AsLongLongAndOverflow(args[3], &overflow);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow)               /* a limit beyond any u32 length, or below every one */
+        limit = overflow > 0 ? (long long)UINT32_MAX : -1;
+
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (start < 0 || start > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "frames(): pos outside the buffer");
+        return NULL;
+    }
+    Context ctx = {.pid = args[4], .uid = args[5], .gid = args[6]};
+    const unsigned char *base = view.buf;
+    size_t end = (size_t)view.len, pos = (size_t)start;
+    uint64_t need = 0;
+    PyObject *answer = NULL;
+
+    while (end - pos >= 4) {
+        const unsigned char *f = base + pos;
+        uint64_t size = (uint64_t)rd32(f) + 4;
+        if (limit < 0 || size - 4 > (uint64_t)limit)
+            break;
+        if (size > (uint64_t)(end - pos)) {
+            need = size;
+            break;
+        }
+        if (size < HEAD_SIZE)
+            break;
+        PyObject *record = NULL;
+        int status = decode_frame(f, (size_t)size, &ctx, &record);
+        if (status < 0)
+            goto done;
+        if (status == 0)
+            break;
+        int failed = PyList_Append(out, record);
+        Py_DECREF(record);
+        if (failed)
+            goto done;
+        pos += (size_t)size;
+    }
+    answer = Py_BuildValue("nK", (Py_ssize_t)pos, (unsigned long long)need);
+done:
+    Py_XDECREF(ctx.source.value);
+    Py_XDECREF(ctx.func.value);
+    Py_XDECREF(ctx.file.value);
+    Py_XDECREF(ctx.ident.value);
+    PyBuffer_Release(&view);
+    return answer;
+}
+
+/* -- encoding --------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *bytes;
+    Py_ssize_t size;
+} Part;
+
+/* A str's strict UTF-8 (which is what every one of wire.py's error handlers gives when
+ * there is nothing to handle). 0: not an exact str, or not plain UTF-8 (surrogates): the
+ * Python encoder must do it. *hold gets the bytes object to release, if one was made. */
+static int
+utf8_of(PyObject *text, Part *part, PyObject **hold)
+{
+    if (!PyUnicode_CheckExact(text))
+        return 0;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0)
+        return -1;
+#endif
+    if (PyUnicode_IS_ASCII(text)) {
+        part->bytes = (const char *)PyUnicode_DATA(text);
+        part->size = PyUnicode_GET_LENGTH(text);
+        return 1;
+    }
+    PyObject *raw = PyUnicode_AsUTF8String(text);
+    if (raw == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    *hold = raw;
+    part->bytes = PyBytes_AS_STRING(raw);
+    part->size = PyBytes_GET_SIZE(raw);
+    return 1;
+}
+
+/* func, file, stack, ident: absent (None) or "" give an empty part, as `x if x else b""`. */
+static int
+optional_utf8_of(PyObject *text, Part *part, PyObject **hold)
+{
+    if (text == NULL || text == Py_None) {
+        part->bytes = "";
+        part->size = 0;
+        return 1;
+    }
+    return utf8_of(text, part, hold);
+}
+
+PyDoc_STRVAR(encode_parts_doc,
+"encode_parts(priority, source, message, *, time, func=None, line=0, file=None,\n"
+"             fields=None, stack=None, ident=None)\n"
+"--\n\n"
+"wire.encode_parts, byte for byte; what it does not take (fields, text that is not\n"
+"plain UTF-8, other types, every error) goes to the pure-Python encode_parts.");
+
+static PyObject *
+encode_parts(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *kw[NKW] = {NULL};
+    PyObject *hold[6] = {NULL};
+    Part part[6];
+    PyObject *frame = NULL;
+    int status = 0;
+
+    if (encode_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_cwire.encode_parts() before bind()");
+        return NULL;
+    }
+    if (nargs != 3)
+        goto python;
+    if (kwnames != NULL) {
+        Py_ssize_t n = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            int k = 0;
+            while (k < NKW && name != kw_interned[k])
+                k++;
+            for (int j = 0; k == NKW && j < NKW; j++)   /* a name that is not interned */
+                if (PyUnicode_Check(name) &&
+                        PyUnicode_CompareWithASCIIString(name, kw_names[j]) == 0)
+                    k = j;
+            if (k == NKW)
+                goto python;
+            kw[k] = args[nargs + i];
+        }
+    }
+    if (kw[K_TIME] == NULL || !PyFloat_CheckExact(kw[K_TIME]))
+        goto python;
+    if (kw[K_FIELDS] != NULL && kw[K_FIELDS] != Py_None &&
+            !(PyDict_CheckExact(kw[K_FIELDS]) && PyDict_GET_SIZE(kw[K_FIELDS]) == 0))
+        goto python;
+    if (!PyLong_CheckExact(args[0]))
+        goto python;
+    int overflow;
+    long priority = PyLong_AsLongAndOverflow(args[0], &overflow);
+    if (priority == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow || priority < 1 || priority > 4)
+        goto python;
+    unsigned long long line = 0;
+    if (kw[K_LINE] != NULL) {
+        if (!PyLong_CheckExact(kw[K_LINE]))
+            goto python;
+        long long value = PyLong_AsLongLongAndOverflow(kw[K_LINE], &overflow);
+        if (value == -1 && PyErr_Occurred())
+            return NULL;
+        /* like wire.py: a line that does not fit a u32 is sent as unknown (0) */
+        line = !overflow && value >= 0 && value <= (long long)UINT32_MAX
+            ? (unsigned long long)value : 0;
+    }
+    if ((status = utf8_of(args[1], &part[0], &hold[0])) != 1 ||
+        (status = utf8_of(args[2], &part[1], &hold[1])) != 1 ||
+        (status = optional_utf8_of(kw[K_FUNC], &part[2], &hold[2])) != 1 ||
+        (status = optional_utf8_of(kw[K_FILE], &part[3], &hold[3])) != 1 ||
+        (status = optional_utf8_of(kw[K_STACK], &part[4], &hold[4])) != 1 ||
+        (status = optional_utf8_of(kw[K_IDENT], &part[5], &hold[5])) != 1)
+        goto done;
+    /* over the limit: the Python encoder says by how much (sums capped, never overflow) */
+    Py_ssize_t size = HEAD_SIZE - 4;
+    for (int i = 0; i < 6 && size <= encode_limit; i++)
+        size = part[i].size > encode_limit - size ? encode_limit + 1 : size + part[i].size;
+    if (size > encode_limit) {
+        status = 0;
+        goto done;
+    }
+    frame = PyBytes_FromStringAndSize(NULL, size + 4);
+    if (frame == NULL) {
+        status = -1;
+        goto done;
+    }
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(frame);
+    wr32(p, (uint32_t)size);
+    p[4] = TYPE_RECORD;
+    p[5] = (unsigned char)priority;
+    p[6] = p[7] = 0;                    /* no fields */
+    wr32(p + 8, (uint32_t)line);
+    if (PyFloat_Pack8(PyFloat_AS_DOUBLE(kw[K_TIME]), (char *)p + 12, 1) < 0) {
+        Py_CLEAR(frame);
+        status = -1;
+        goto done;
+    }
+    p += 20;
+    for (int i = 0; i < 6; i++, p += 4)
+        wr32(p, (uint32_t)part[i].size);
+    for (int i = 0; i < 6; i++) {
+        if (part[i].size)
+            memcpy(p, part[i].bytes, (size_t)part[i].size);
+        p += part[i].size;
+    }
+done:
+    for (int i = 0; i < 6; i++)
+        Py_XDECREF(hold[i]);
+    if (status != 0)
+        return frame;       /* the frame, or NULL with the exception set */
+python:
+    return PyObject_Vectorcall(encode_fallback, args, (size_t)nargs, kwnames);
+}
+
+/* -- module ----------------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL, bind_doc},
+    {"frames", (PyCFunction)(void (*)(void))frames, METH_FASTCALL, frames_doc},
+    {"encode_parts", (PyCFunction)(void (*)(void))encode_parts,
+     METH_FASTCALL | METH_KEYWORDS, encode_parts_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_cwire",
+    .m_doc = "The C twin of virlogd.wire's per-record paths (decoding, encoding).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__cwire(void)
+{
+    for (int i = 0; i < NKW; i++)
+        if (kw_interned[i] == NULL &&
+                (kw_interned[i] = PyUnicode_InternFromString(kw_names[i])) == NULL)
+            return NULL;
+    return PyModule_Create(&module);
+}

@@ -8,6 +8,11 @@ Why this shape: the anchors show the client is the limit and that batching many 
 write is what makes a stream fast, so a frame is one ``struct.pack`` plus a ``join`` on the
 client, and the daemon cuts a 256 kB read into records with one ``unpack_from`` per frame.
 
+``encode_parts`` and the decoder's frame loop have a C twin (``_cwire.c``, chosen by
+``native.py``) that does the common case and hands everything else to the Python code here,
+which stays complete: it is the fallback, the reference, and the only place an error message
+is written.
+
 The protocol never carries pid, uid or gid: the daemon takes them from SO_PEERCRED, so no
 client can claim to be another process. ``FrameDecoder`` stamps the trusted identity it is
 given on every record it builds.
@@ -17,7 +22,7 @@ from __future__ import annotations
 import struct
 from typing import List, Mapping, Optional, Union
 
-from . import fieldnames
+from . import fieldnames, native
 from .errors import ProtocolError
 from .record import Record
 
@@ -113,6 +118,9 @@ def encode_parts(priority: int, source: str, message: str, *, time: float,
                      src, msg, fn, fl, st, idn, tail))
 
 
+_encode_parts_py = encode_parts     # the reference, whichever encode_parts is in use
+
+
 def encode(record: Record) -> bytes:
     """One frame for *record*. Its pid/uid/gid are not sent: the daemon reads the peer's."""
     return encode_parts(record.priority, record.source, record.message, time=record.time,
@@ -181,6 +189,7 @@ class FrameDecoder:
         self.version = 0    # the client's protocol version, once greeted (0: no greeting)
         self._pending = bytearray()
         self._need = 0      # bytes the pending frame needs in all (0: unknown yet)
+        self._cframes = _cframes    # the C loop, or None (the tests set None to compare)
 
     @property
     def pending(self) -> int:
@@ -227,6 +236,23 @@ class FrameDecoder:
         return size
 
     def _frames(self, buf: bytes, pos: int, out: List[Record]) -> int:
+        cframes = self._cframes
+        if cframes is None:
+            return self._frames_py(buf, pos, out)
+        end = len(buf)
+        while True:
+            # C decodes the run of frames it takes whole; the one it stops at (an error, a
+            # field to rename...) is the Python loop's, so each error is written once, here
+            pos, need = cframes(buf, pos, out, self.max_frame, self.pid, self.uid, self.gid)
+            if need or end - pos < 4:
+                self._need = need
+                return pos
+            before = pos
+            pos = self._frames_py(buf, pos, out, once=True)
+            if pos == before:       # cannot happen (C waits for incomplete frames itself)
+                return pos
+
+    def _frames_py(self, buf: bytes, pos: int, out: List[Record], once: bool = False) -> int:
         end = len(buf)
         unpack = _HEAD.unpack_from
         append = out.append
@@ -287,6 +313,8 @@ class FrameDecoder:
                                     f"{g - pos - 4} of a {size}-byte frame")
             append(record)
             pos = stop
+            if once:
+                break
         self._need = 0
         return pos
 
@@ -318,3 +346,13 @@ class FrameDecoder:
             raise ProtocolError(f"frame length mismatch: {stop - pos} bytes left after "
                                 f"the last field")
         return fields
+
+
+# -- the C twin ------------------------------------------------------------------------------
+# bind() refuses (False) a Record whose slots it cannot fill directly: then all pure Python.
+_cwire = native.load("wire")
+_cframes = None
+if _cwire is not None and _cwire.bind(Record, fieldnames.RESERVED, _encode_parts_py,
+                                      MAX_FRAME):
+    _cframes = _cwire.frames
+    encode_parts = _cwire.encode_parts  # noqa: F811 - the same function, in C
