@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-_VALID = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+# \Z, not $: "$" also matches before a final newline, and "ABC\n" is no journal name
+_VALID = re.compile(r"[A-Z][A-Z0-9_]{0,63}\Z")
 RESERVED = frozenset({
     "MESSAGE", "PRIORITY", "SYSLOG_FACILITY", "SYSLOG_IDENTIFIER", "SYSLOG_PID",
     "LIBVIRT_SOURCE", "CODE_FILE", "CODE_LINE", "CODE_FUNC", "OBJECT_PID",

@@ -108,6 +108,7 @@ def test_a_relayed_record_carries_the_clients_identity():
     ({"CODE_FUNC": "f"}, {"X_CODE_FUNC": "f"}),
     ({"LOWER": "a", "lower": "b"}, {"LOWER": "a", "X_LOWER": "b"}),
     ({"N" * 70: "long"}, {"N" * 64: "long"}),
+    ({"FORGED\n": "x"}, {"FORGED_": "x"}),       # a newline would split the native field
 ])
 def test_a_name_journald_would_drop_or_that_collides_keeps_its_data_under_a_valid_name(
         client, expected):
