@@ -150,15 +150,18 @@ def _journal_wait(match: str, limit: float = 60.0) -> float:
     return time.monotonic()
 
 
-def journald_c(ctx: Context, n: int) -> Sample:
+def journald_c(ctx: Context, n: int, relayed: bool = False) -> Sample:
+    """C client -> journald; *relayed*: each entry with the fields virlogd writes for a
+    relayed record (OBJECT_PID... of the sender), sent by the client itself."""
     tag = f"j{ctx.runs + 1:03d}{os.getpid()}"
     ctx.fresh_dir("journald")
     cpu0 = peers.cpu_seconds(ctx.journald_pid)
-    start, _end, ccpu = peers.run_sender([ctx.senders, "journal", JOURNAL_SOCKET, str(n),
-                                          str(MSGLEN), tag])
+    start, _end, ccpu = peers.run_sender([ctx.senders,
+                                          "journal-relayed" if relayed else "journal",
+                                          JOURNAL_SOCKET, str(n), str(MSGLEN), tag])
     end = _journal_wait(f"BENCH_END={tag}")
     cpu1 = peers.cpu_seconds(ctx.journald_pid)
-    got = _journal_count(f"BENCH_RUN={tag}")
+    got = _journal_count(f"LIBVIRT_SOURCE={tag}" if relayed else f"BENCH_RUN={tag}")
     return Sample(n=n, seconds=end - start, daemon_cpu=cpu1 - cpu0, client_cpu=ccpu,
                   lost=n - got)
 

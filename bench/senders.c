@@ -6,6 +6,9 @@
  *   dgram    TARGET = unix datagram socket path; one RFC 3164 datagram per send() (rsyslog imuxsock)
  *   tcp      TARGET = port on 127.0.0.1; one LF-terminated syslog line per write() (rsyslog imtcp)
  *   journal  TARGET = journald native socket; one native-protocol datagram per send()
+ *   journal-relayed  the same, but each datagram holds the fields virlogd's journald output
+ *            writes for a record relayed for a client (virlogd/outputs/journald.py), the client
+ *            being this process: what journald alone does with virlogd's entries
  *   virlogd  TARGET = virlogd client socket; greeting, then BATCH frames per write();
  *            TAG is the records' source
  *
@@ -116,11 +119,21 @@ int main(int argc, char **argv) {
             pkt[msglen - 1] = '\n';
             write_all(fd, pkt, (size_t)msglen);
         }
-    } else if (!strcmp(mode, "journal")) {
+    } else if (!strcmp(mode, "journal") || !strcmp(mode, "journal-relayed")) {
         int fd = unix_sock(SOCK_DGRAM, target);
-        char head[256];
-        int h = snprintf(head, sizeof head, "SYSLOG_IDENTIFIER=bench\nPRIORITY=6\nBENCH_RUN=%s\nMESSAGE=", tag);
-        int blen = msglen - h - 1;
+        char head[512];
+        int h, blen;
+        if (!strcmp(mode, "journal")) {
+            h = snprintf(head, sizeof head, "SYSLOG_IDENTIFIER=bench\nPRIORITY=6\nBENCH_RUN=%s\nMESSAGE=", tag);
+            blen = msglen - h - 1;
+        } else {        /* virlogd's field order; MESSAGE last here, the same bytes */
+            int pid = (int)getpid();
+            h = snprintf(head, sizeof head, "PRIORITY=6\nSYSLOG_FACILITY=3\nLIBVIRT_SOURCE=%s\n"
+                         "SYSLOG_IDENTIFIER=%s\nSYSLOG_PID=%d\nOBJECT_PID=%d\nOBJECT_UID=%d\n"
+                         "OBJECT_GID=%d\nMESSAGE=", tag, tag, pid, pid, (int)getuid(),
+                         (int)getgid());
+            blen = msglen;           /* the message virlogd's C client row sends */
+        }
         if (blen < 24) blen = 24;
         t0 = go(); printf("start %.6f\n", t0); fflush(stdout);
         for (long i = 0; i < n; i++) {
