@@ -21,6 +21,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define HEAD_SIZE 44        /* the length prefix and the 40-byte fixed part of the body */
 #define FIELD_HEAD 6        /* name length, kind, value length */
@@ -607,6 +608,111 @@ python:
     return PyObject_Vectorcall(encode_fallback, args, (size_t)nargs, kwnames);
 }
 
+static PyObject *encode_kwnames;    /* ("time", "func", ..., "ident"): encode()'s call */
+
+PyDoc_STRVAR(here_doc,
+"here(priority, source, message, func, line, file, pid, fields, stack, /)\n--\n\n"
+"Record.here: a record of this process stamped now (time.time()'s clock), its slots filled\n"
+"in place as the decoder fills the daemon's; fields None gives {}.");
+
+static PyObject *
+here(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { A_PRIORITY, A_SOURCE, A_MESSAGE, A_FUNC, A_LINE, A_FILE, A_PID, A_FIELDS, A_STACK,
+           NARGS };
+    static const int into[NARGS] = {S_PRIORITY, S_SOURCE, S_MESSAGE, S_FUNC, S_LINE, S_FILE,
+                                    S_PID, S_FIELDS, S_STACK};
+    struct timespec now;
+
+    if (nargs != NARGS) {
+        PyErr_Format(PyExc_TypeError, "here() takes %d arguments (%zd given)", NARGS, nargs);
+        return NULL;
+    }
+    if (record_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_cwire.here() before bind()");
+        return NULL;
+    }
+    clock_gettime(CLOCK_REALTIME, &now);      /* what time.time() reads */
+    PyObject *when = PyFloat_FromDouble((double)now.tv_sec + now.tv_nsec * 1e-9);
+    PyObject *fields = args[A_FIELDS] == Py_None ? PyDict_New() : Py_NewRef(args[A_FIELDS]);
+    PyObject *record = NULL;
+    if (when == NULL || fields == NULL ||
+            (record = record_type->tp_alloc(record_type, 0)) == NULL) {
+        Py_XDECREF(when);
+        Py_XDECREF(fields);
+        return NULL;
+    }
+    /* zeroed memory: nothing to release; uid, gid and ident are None */
+    for (int i = 0; i < NARGS; i++)
+        if (i != A_FIELDS)
+            *(PyObject **)((char *)record + slot_offset[into[i]]) = Py_NewRef(args[i]);
+    *(PyObject **)((char *)record + slot_offset[S_FIELDS]) = fields;
+    *(PyObject **)((char *)record + slot_offset[S_TIME]) = when;
+    *(PyObject **)((char *)record + slot_offset[S_UID]) = Py_NewRef(Py_None);
+    *(PyObject **)((char *)record + slot_offset[S_GID]) = Py_NewRef(Py_None);
+    *(PyObject **)((char *)record + slot_offset[S_IDENT]) = Py_NewRef(Py_None);
+    return record;
+}
+
+/* A slot of the record, as a new reference: read in place for a Record, by name for anything
+ * else (a subclass, a duck); NULL with AttributeError when it is not set. */
+static PyObject *
+slot_of(PyObject *record, int slot)
+{
+    if (record_type != NULL && Py_TYPE(record) == record_type) {
+        PyObject *value = *(PyObject **)((char *)record + slot_offset[slot]);
+        if (value != NULL)
+            return Py_NewRef(value);
+    }
+    return PyObject_GetAttrString(record, slot_names[slot]);
+}
+
+PyDoc_STRVAR(encode_doc,
+"encode(record, ident=None)\n--\n\n"
+"wire.encode: encode_parts of the record's slots (line or 0; the record's ident, or *ident*\n"
+"when it has none), without the ten attribute lookups and keywords of the Python call.");
+
+static PyObject *
+encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { P_PRIORITY, P_SOURCE, P_MESSAGE, P_TIME, P_FUNC, P_LINE, P_FILE, P_FIELDS, P_STACK,
+           P_IDENT, NPARTS };
+    static const int from[NPARTS] = {S_PRIORITY, S_SOURCE, S_MESSAGE, S_TIME, S_FUNC, S_LINE,
+                                     S_FILE, S_FIELDS, S_STACK, S_IDENT};
+    PyObject *argv[NPARTS] = {NULL};
+    PyObject *result = NULL;
+
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "encode() takes 1 or 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (encode_kwnames == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_cwire.encode() before bind()");
+        return NULL;
+    }
+    for (int i = 0; i < NPARTS; i++)
+        if ((argv[i] = slot_of(args[0], from[i])) == NULL)
+            goto done;
+    /* line or 0, ident or the default: as wire.py's encode() */
+    for (int i = P_LINE; i <= P_IDENT; i += P_IDENT - P_LINE) {
+        int truth = PyObject_IsTrue(argv[i]);
+        if (truth < 0)
+            goto done;
+        if (!truth) {
+            PyObject *other = i == P_LINE ? PyLong_FromLong(0)
+                              : Py_NewRef(nargs == 2 ? args[1] : Py_None);
+            if (other == NULL)
+                goto done;
+            Py_SETREF(argv[i], other);
+        }
+    }
+    result = encode_parts(module, argv, 3, encode_kwnames);
+done:
+    for (int i = 0; i < NPARTS; i++)
+        Py_XDECREF(argv[i]);
+    return result;
+}
+
 /* -- module ----------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -614,6 +720,8 @@ static PyMethodDef methods[] = {
     {"frames", (PyCFunction)(void (*)(void))frames, METH_FASTCALL, frames_doc},
     {"encode_parts", (PyCFunction)(void (*)(void))encode_parts,
      METH_FASTCALL | METH_KEYWORDS, encode_parts_doc},
+    {"encode", (PyCFunction)(void (*)(void))encode, METH_FASTCALL, encode_doc},
+    {"here", (PyCFunction)(void (*)(void))here, METH_FASTCALL, here_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -632,5 +740,12 @@ PyInit__cwire(void)
         if (kw_interned[i] == NULL &&
                 (kw_interned[i] = PyUnicode_InternFromString(kw_names[i])) == NULL)
             return NULL;
+    if (encode_kwnames == NULL) {
+        encode_kwnames = PyTuple_New(NKW);
+        if (encode_kwnames == NULL)
+            return NULL;
+        for (int i = 0; i < NKW; i++)
+            PyTuple_SET_ITEM(encode_kwnames, i, Py_NewRef(kw_interned[i]));
+    }
     return PyModule_Create(&module);
 }

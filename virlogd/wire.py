@@ -121,11 +121,18 @@ def encode_parts(priority: int, source: str, message: str, *, time: float,
 _encode_parts_py = encode_parts     # the reference, whichever encode_parts is in use
 
 
-def encode(record: Record) -> bytes:
-    """One frame for *record*. Its pid/uid/gid are not sent: the daemon reads the peer's."""
+def encode(record: Record, ident: Optional[str] = None) -> bytes:
+    """One frame for *record*, with *ident* as the program name when the record has none.
+    Its pid/uid/gid are not sent: the daemon reads the peer's."""
     return encode_parts(record.priority, record.source, record.message, time=record.time,
                         func=record.func, line=record.line or 0, file=record.file,
-                        fields=record.fields, stack=record.stack, ident=record.ident)
+                        fields=record.fields, stack=record.stack, ident=record.ident or ident)
+
+
+_encode_py = encode
+# Record.here: the library's constructor. Here because the C twin that fills the daemon's
+# records in place fills the library's too (a seventh of a log.info call, in Python).
+here = Record.here
 
 
 # -- decoding (daemon side) ----------------------------------------------------------------
@@ -356,3 +363,5 @@ if _cwire is not None and _cwire.bind(Record, fieldnames.RESERVED, _encode_parts
                                       MAX_FRAME):
     _cframes = _cwire.frames
     encode_parts = _cwire.encode_parts  # noqa: F811 - the same function, in C
+    encode = _cwire.encode              # noqa: F811 - encode_parts of the slots, in C
+    here = _cwire.here

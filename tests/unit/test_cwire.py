@@ -31,6 +31,7 @@ def test_the_c_twin_is_built_in_ci_and_used_when_built():
         # bind() refused Record (its slots changed?): wire.py silently runs pure Python
         assert wire._cframes is not None
         assert wire.encode_parts is wire._cwire.encode_parts
+        assert wire.encode is wire._cwire.encode
 
 
 # -- strategies ------------------------------------------------------------------------------
@@ -275,6 +276,34 @@ class TestEncoding:
         args = (priority, source, message)
         assert encoded(wire._cwire.encode_parts, args, kwargs) == \
             encoded(wire._encode_parts_py, args, kwargs)
+
+    @settings(max_examples=300, deadline=None)
+    @given(p=parts(), line=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+           default=optional_text, pid=st.integers(0, 2**22))
+    def test_encoding_a_record_is_encode_parts_of_its_slots(self, p, line, default, pid):
+        """encode(record, ident): line or 0, the record's ident or the default; a Record
+        read in place, any other object by attribute, the same frame as the Python one."""
+        record = Record(p["priority"], p["source"], p["message"], time=p["time"],
+                        func=p["func"], line=line, file=p["file"], fields=p["fields"],
+                        stack=p["stack"], pid=pid, ident=p["ident"])
+
+        class Duck:
+            pass
+        duck = Duck()
+        for name in Record.__slots__:
+            setattr(duck, name, getattr(record, name))
+        for target in (record, duck):
+            assert encoded(wire._cwire.encode, (target, default), {}) == \
+                encoded(wire._encode_py, (target, default), {})
+        assert encoded(wire._cwire.encode, (record,), {}) == \
+            encoded(wire._encode_py, (record,), {})
+
+    def test_encoding_a_record_with_a_slot_unset_fails_like_python(self):
+        record = Record.__new__(Record)
+        with pytest.raises(AttributeError):
+            wire._cwire.encode(record)
+        with pytest.raises(AttributeError):
+            wire._encode_py(record)
 
     def test_the_frame_limit_is_the_same(self):
         """A record just under, at and over the limit."""
