@@ -92,11 +92,13 @@ class Client:
         with self._lock:
             buf = self._buf
             buf.append(frame)
-            self._size += len(frame)
-            if len(buf) == 1:
+            size = self._size = self._size + len(frame)
+            queued = len(buf)
+            if queued == 1:
                 self._kick()
-            urgent = self._size > FLUSH_BYTES or (self._sock is None and len(buf) > self.hold)
-        if urgent:
+            elif size <= FLUSH_BYTES and (queued <= self.hold or self._sock is not None):
+                return           # the usual case: the background thread will write it
+        if size > FLUSH_BYTES or (self._sock is None and queued > self.hold):
             self._flush(force=self._sock is None)
 
     def flush(self) -> bool:

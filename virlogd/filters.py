@@ -8,18 +8,21 @@ builds a new FilterSet, so the cache can never go stale.
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 from .specs import FilterSpec
 
 
 class FilterSet:
-    __slots__ = ("filters", "default", "_cache")
+    __slots__ = ("filters", "default", "_cache", "cached")
 
     def __init__(self, filters: Sequence[FilterSpec] = (), default: int = 3) -> None:
         self.filters = tuple(filters)
         self.default = default
         self._cache: Dict[str, Tuple[int, bool]] = {}
+        # the decisions made so far, read-only for callers: the router's per-record lookup
+        # is one dict.get, and only a miss costs a call of decide()
+        self.cached: Mapping[str, Tuple[int, bool]] = self._cache
 
     def decide(self, source: str) -> Tuple[int, bool]:
         """Return ``(threshold, stack)`` for *source*."""

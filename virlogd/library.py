@@ -31,7 +31,7 @@ from .record import Record
 from .ring import RingBuffer
 from .router import Router, RouterState
 from .specs import OutputSpec, parse_filters, parse_outputs
-from . import textformat
+from . import textformat, wire
 
 DEFAULT_BUFFER_KB = 64
 
@@ -41,6 +41,7 @@ _loggers: Dict[str, "Logger"] = {}
 _pid = [os.getpid()]           # os.getpid() costs a system call per record; forks refresh it
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+_getframe = sys._getframe
 _current = {"level": 3, "filters": [], "outputs": [], "buffer_size": DEFAULT_BUFFER_KB}
 
 
@@ -233,18 +234,26 @@ class Logger:
     def _keep(self, priority: int, msg: str, args: tuple) -> None:
         """A call below the filters that the ring keeps: packed as the router would pack it,
         without building a Record."""
-        frame = sys._getframe(2)
+        frame = _getframe(2)
         message = msg % args if args else str(msg)
         self._router.keep(textformat.pack_parts(_time.time(), _pid[0], frame.f_lineno,
                                                 priority, frame.f_code.co_name, message))
 
     def _log(self, priority: int, msg: str, args: tuple, meta: Mapping, depth: int = 2) -> None:
-        router = self._router
-        frame = sys._getframe(depth)
-        fields = _fields(meta) if meta else None
-        stack = None
-        if self._stack:
-            stack = "".join(traceback.format_stack(frame))
+        frame = _getframe(depth)
+        if meta or self._stack:
+            fields, stack = _fields(meta) if meta else None, self._stacks(frame, meta)
+        else:                    # the usual call: nothing but the message
+            fields = stack = None
+        code = frame.f_code
+        self._router.route_many((wire.here(priority, self.name,
+                                             msg % args if args else str(msg), code.co_name,
+                                             frame.f_lineno, code.co_filename, _pid[0],
+                                             fields, stack),))
+
+    def _stacks(self, frame, meta: Mapping) -> Optional[str]:
+        """The call's stack (a ``+`` filter) and the exception asked for with exc_info."""
+        stack = "".join(traceback.format_stack(frame)) if self._stack else None
         exc_info = meta.get("exc_info") if meta else None
         if exc_info:
             exc = sys.exc_info() if exc_info is True else exc_info
@@ -252,10 +261,7 @@ class Logger:
                 exc = (type(exc), exc, exc.__traceback__)
             if exc and exc[0] is not None:
                 stack = (stack or "") + "".join(traceback.format_exception(*exc))
-        code = frame.f_code
-        router.route(Record(priority, self.name, msg % args if args else str(msg),
-                            func=code.co_name, line=frame.f_lineno, file=code.co_filename,
-                            fields=fields, stack=stack, pid=_pid[0]))
+        return stack
 
 
 _META = {"message_id": "MESSAGE_ID", "domain": "LIBVIRT_DOMAIN", "code": "LIBVIRT_CODE"}

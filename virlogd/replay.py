@@ -69,9 +69,13 @@ class Replay:
         return again, lost
 
     def _drop_confirmed(self) -> None:
-        done = min(len(self._frames), self._confirmed - self._first)
-        if done > 0:
-            frames = self._frames
+        frames = self._frames
+        done = min(len(frames), self._confirmed - self._first)
+        if done <= 0:
+            return
+        if done == len(frames):
+            frames.clear()       # the usual case (all confirmed): no loop over thousands
+        else:
             for _ in range(done):
                 frames.popleft()
-            self._first += done
+        self._first += done

@@ -23,11 +23,12 @@ from .textformat import dump_text, entry_text, format_line, pack_record
 
 
 class RouterState:
-    __slots__ = ("filters", "outputs", "text_level")
+    __slots__ = ("filters", "outputs", "text_level", "flushed")
 
     def __init__(self, filters: FilterSet, outputs: Sequence[Output]) -> None:
         self.filters = filters
         self.outputs = tuple(outputs)
+        self.flushed = tuple(out for out in self.outputs if not out.batched)
         # the lowest priority any text output writes: below it, no line needs formatting
         self.text_level = min((out.priority for out in self.outputs if out.text), default=5)
 
@@ -62,11 +63,13 @@ class Router:
             self.received += len(records)
             state = self.state
             decide = state.filters.decide
+            cached = state.filters.cached.get
             text_level = state.text_level
             outputs = state.outputs
+            flushed = state.flushed if self.flush_each else ()
             ring = self.ring
             for record in records:
-                threshold, stack = decide(record.source)
+                threshold, stack = cached(record.source) or decide(record.source)
                 priority = record.priority
                 if priority < threshold:
                     if ring is not None:
@@ -88,9 +91,12 @@ class Router:
                             self._failed(out, err)
                         else:
                             if out.failing:
-                                out.recovering = True
-                if self.flush_each:
-                    self._flush(outputs)
+                                if out.batched:       # no flush to wait for: it is through
+                                    self._recovered(out)
+                                else:
+                                    out.recovering = True
+                if flushed:
+                    self._flush(flushed)
 
     def keep(self, entry: bytes) -> None:
         """A record only the ring wants, already packed (``pack_parts``): the library's debug

@@ -36,6 +36,8 @@ class OutputContext:
 
 class Output:
     text = False       # receives dumps and stacks
+    batched = False    # delivers in batches of its own (the virlogd client): a router that
+                       # flushes after every record (the library's) need not flush this one
 
     def __init__(self, spec: OutputSpec, ctx: OutputContext) -> None:
         self.spec = spec

@@ -18,7 +18,7 @@ import sys
 
 from ..client import Client
 from ..record import Record
-from ..wire import encode_parts
+from .. import wire
 from .base import Output
 
 
@@ -44,11 +44,16 @@ class VirlogdOutput(Output):
     def header_records(self, when: float):
         return []
 
+    batched = True          # the client batches; the library's router need not flush us
+
+    def handle(self, record: Record, line: str) -> None:
+        # the whole of Output.handle for an output without headers, in one call (this is the
+        # library's log.info path)
+        self.client.send_frame(wire.encode(record, self.ident))
+        self.written += 1
+
     def emit(self, record: Record, line: str) -> None:
-        self.client.send_frame(encode_parts(
-            record.priority, record.source, record.message, time=record.time,
-            func=record.func, line=record.line or 0, file=record.file, fields=record.fields,
-            stack=record.stack, ident=record.ident or self.ident))
+        self.handle(record, line)
 
     def flush(self) -> None:
         """Batched by the client (see the module docstring)."""
