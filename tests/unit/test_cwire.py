@@ -298,6 +298,25 @@ class TestEncoding:
         assert encoded(wire._cwire.encode, (record,), {}) == \
             encoded(wire._encode_py, (record,), {})
 
+    def test_here_builds_the_record_record_here_builds(self):
+        """The library's constructor: every slot as Record.here's, stamped with the clock
+        time.time() reads; fields None -> a fresh {} each time."""
+        import time
+        args = (2, "src", "msg", "f", 7, "/a.py", 4242, None, None)
+        before = time.time()
+        made, reference = wire._cwire.here(*args), Record.here(*args)
+        after = time.time()
+        assert type(made) is Record
+        assert before <= made.time <= after and type(made.time) is float
+        for name in Record.__slots__:
+            if name != "time":
+                assert getattr(made, name) == getattr(reference, name), name
+        assert made.fields == {} and made.fields is not wire._cwire.here(*args).fields
+        given = {"MESSAGE_ID": "x"}
+        assert wire._cwire.here(2, "s", "m", None, 0, None, 1, given, "st").fields is given
+        with pytest.raises(TypeError):
+            wire._cwire.here(*args[:-1])
+
     def test_encoding_a_record_with_a_slot_unset_fails_like_python(self):
         record = Record.__new__(Record)
         with pytest.raises(AttributeError):
