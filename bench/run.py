@@ -339,10 +339,28 @@ def render(rows, once, goal_list, info, args) -> str:
         jc = report.median([s.extra["journald_cpu"] / s.n * 1e6 for s in vj.samples])
         out.append(f"- virlogd -> journald: journald itself used {jc:.2f} CPU-s per million "
                    f"behind virlogd.")
+    if "journald_relayed" in rows:
+        out.append("- Goal 8: the contract makes a relayed record carry `OBJECT_PID` (DESIGN "
+                   "§4), and journald then looks the client up and adds its `OBJECT_COMM`, "
+                   "`OBJECT_EXE`, `OBJECT_CMDLINE`... to every entry: the `journald_relayed` "
+                   "row sends exactly those entries straight to journald, so the second goal-8 "
+                   "line shows what virlogd itself adds.")
+    if "stdlib_floor" in rows:
+        out.append("- Goal 4: a `logging` call costs the floor row (LogRecord, findCaller, the "
+                   "handler lock) before any handler works, so no handler can be under 0.5× "
+                   "of a FileHandler call once the floor is more than half of it; the second "
+                   "goal-4 line compares what each handler adds.")
+    out.append(f"- C twins (`virlogd/_c*.c`): "
+               f"{'built and used' if _twins() else 'NOT in use: pure Python'}.")
     out.append("- The `v_py*` rows are the goals' rows (the product's own Python client); the "
                "`C client` rows feed the daemon with the same kind of client rsyslog gets, "
                "to show what the daemon alone can take.")
     return "\n".join(out) + "\n"
+
+
+def _twins() -> bool:
+    from virlogd import native
+    return not native.PURE and all(native.built(name) for name in ("ring", "wire", "text"))
 
 
 if __name__ == "__main__":

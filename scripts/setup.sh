@@ -42,7 +42,9 @@ fi
 rebuild=""
 for src in virlogd/_c*.c; do
     built=$(ls "${src%.c}".cpython-*.so 2>/dev/null | head -n 1 || true)
-    if [ -z "$built" ] || [ "$src" -nt "$built" ]; then rebuild=1; fi
+    if [ -z "$built" ] || [ "$src" -nt "$built" ] || [ virlogd/_ccompat.h -nt "$built" ]; then
+        rebuild=1
+    fi
 done
 if [ -n "$rebuild" ]; then
     PYTHONWARNINGS=ignore .venv/bin/python setup.py -q build_ext --inplace >/dev/null

@@ -81,13 +81,14 @@ get(const CoreObject *c, Py_ssize_t at, unsigned char *dst, Py_ssize_t n)
     memcpy(dst + first, c->area, n - first);
 }
 
-/* The prefix itself may straddle the end of the area. */
-static Py_ssize_t
+/* The prefix itself may straddle the end of the area. Unsigned, and compared in 64 bits by
+ * the callers: on a 32-bit build a prefix of 2 GiB or more would be negative as a size. */
+static uint32_t
 length_at(const CoreObject *c, Py_ssize_t at)
 {
     unsigned char prefix[PREFIX];
     get(c, at, prefix, PREFIX);
-    return (Py_ssize_t)get_le32(prefix);
+    return get_le32(prefix);
 }
 
 /* -- the ring ------------------------------------------------------------------------- */
@@ -105,16 +106,16 @@ check_open(const CoreObject *c)
 static void
 drop_oldest(CoreObject *c)
 {
-    Py_ssize_t size = PREFIX + length_at(c, c->tail);
-    if (size > c->used) {
+    uint64_t size = (uint64_t)PREFIX + length_at(c, c->tail);
+    if (size > (uint64_t)c->used) {
         /* Only a foreign write to the mapped file can get here: forget everything rather
          * than walk on through garbage. */
         c->tail = c->head;
         c->used = 0;
         return;
     }
-    c->tail = (c->tail + size) % c->capacity;
-    c->used -= size;
+    c->tail = (Py_ssize_t)(((uint64_t)c->tail + size) % (uint64_t)c->capacity);
+    c->used -= (Py_ssize_t)size;
 }
 
 /* The data must be in the area before the pointers that cover it are: a SIGKILL can come
@@ -134,11 +135,12 @@ publish(CoreObject *c)
     atomic_signal_fence(memory_order_release);
     put_le32(p, (uint32_t)c->head);
     /* recover() reads only tail and used: one 8-byte store, so a SIGKILL never leaves one
-     * new and the other old (the file puts them in one aligned word) */
+     * new and the other old. An atomic store, not a memcpy: on a 32-bit machine a plain
+     * 64-bit store may be split in two. Core() checked that the word is 8-byte aligned. */
     put_le32(pair, (uint32_t)c->tail);
     put_le32(pair + 4, (uint32_t)c->used);
     memcpy(&word, pair, sizeof word);
-    memcpy(p + 4, &word, sizeof word);
+    __atomic_store_n((uint64_t *)(void *)(p + 4), word, __ATOMIC_RELAXED);
 }
 
 static int
@@ -159,9 +161,9 @@ append_bytes(CoreObject *c, const unsigned char *data, Py_ssize_t len)
         PyErr_SetString(PyExc_OverflowError, "ring entry longer than 4 GiB");
         return -1;
     }
-    size = len + PREFIX;
-    if (c->used + size > c->capacity) {
-        while (c->used + size > c->capacity) {
+    size = len + PREFIX;           /* <= capacity, checked above: no overflow */
+    if (size > c->capacity - c->used) {
+        while (size > c->capacity - c->used) {
             drop_oldest(c);
         }
         /* The new entry overwrites the dropped ones: the header must stop covering them
@@ -222,22 +224,24 @@ PyDoc_STRVAR(Core_append_many__doc__,
 static PyObject *
 Core_append_many(CoreObject *self, PyObject *entries)
 {
-    PyObject *seq = PySequence_Fast(entries, "append_many() expects an iterable");
-    if (seq == NULL) {
+    /* One item at a time, as ring.py: a generator that fails half-way leaves the entries
+     * before the failure stored, and a long iterable is never held whole in memory. */
+    PyObject *it = PyObject_GetIter(entries), *item;
+    if (it == NULL) {
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        int rc;
-        Py_INCREF(item);
-        rc = append_object(self, item);
+    while ((item = PyIter_Next(it)) != NULL) {
+        int rc = append_object(self, item);
         Py_DECREF(item);
         if (rc < 0) {
-            Py_DECREF(seq);
+            Py_DECREF(it);
             return NULL;
         }
     }
-    Py_DECREF(seq);
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -268,11 +272,13 @@ Core_entries(CoreObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     while (left >= PREFIX) {
-        Py_ssize_t len = length_at(self, at);
+        uint32_t prefix = length_at(self, at);
+        Py_ssize_t len;
         PyObject *entry;
-        if (len > left - PREFIX) {
+        if ((uint64_t)prefix > (uint64_t)(left - PREFIX)) {
             break;                 /* a foreign write to the mapped file: stop, never overrun */
         }
+        len = (Py_ssize_t)prefix;
         entry = entry_at(self, at, len);
         if (entry == NULL || PyList_Append(out, entry) < 0) {
             Py_XDECREF(entry);
@@ -369,6 +375,12 @@ check_layout(const Py_buffer *view, Py_ssize_t capacity, Py_ssize_t area_at,
     }
     if ((uint64_t)capacity > UINT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "a ring with a header holds at most 4 GiB");
+        return -1;
+    }
+    /* tail and used are stored as one atomic 8-byte word (publish) */
+    if (((uintptr_t)view->buf + (uintptr_t)pointers_at + 4) % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "the header's tail and used must be 8-byte aligned in the buffer");
         return -1;
     }
     return 0;

@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "_ccompat.h"
 #include <string.h>
 #include <time.h>
 
@@ -223,7 +224,8 @@ make_prefix(long long ms, long long pid, int level, char *out)
     if (last_second.second != second) {
         time_t t = (time_t)second;
         struct tm tm;
-        if (gmtime_r(&t, &tm) == NULL)
+        /* a 32-bit time_t cannot hold it (after 2038): Python decides, as it raises */
+        if ((long long)t != second || gmtime_r(&t, &tm) == NULL)
             return -1;
         char *p = last_second.text;
         p = put_digits(p, (unsigned long long)tm.tm_year + 1900, 4);
@@ -475,6 +477,14 @@ format_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
             || !milliseconds(when, &ms) || !exact_ll(pid, &pid_value)
             || !(level = level_of(priority)) || !PyUnicode_CheckExact(message))
         return defer(py_format_line, args, nargs, kwnames);
+    if (VIRLOGD_UNICODE_READY(message) < 0
+            || (PyUnicode_CheckExact(func) && VIRLOGD_UNICODE_READY(func) < 0))
+        return NULL;
+    /* the line is at most five characters per one of the message's, plus the func's: sizes
+     * that could overflow that sum (only possible on a 32-bit build) go to Python */
+    if (PyUnicode_GET_LENGTH(message) > (PY_SSIZE_T_MAX - 1024) / 8
+            || (PyUnicode_CheckExact(func) && PyUnicode_GET_LENGTH(func) > PY_SSIZE_T_MAX / 8))
+        return defer(py_format_line, args, nargs, kwnames);
     if (func == Py_None || (PyUnicode_CheckExact(func) && PyUnicode_GET_LENGTH(func) == 0))
         func = NULL;
     else if (!PyUnicode_CheckExact(func) || FIELD(rec, F_LINE) == NULL
@@ -663,6 +673,13 @@ pack(PyObject *when, PyObject *pid, PyObject *line, PyObject *priority, PyObject
     if (!exact_int32(pid, &pid_value) || (line != Py_None && !exact_int32(line, &line_value))
             || !exact_ll(priority, &level) || level < 0 || level > 255
             || !PyUnicode_CheckExact(message) || !(func == Py_None || PyUnicode_CheckExact(func)))
+        return NULL;
+    if (VIRLOGD_UNICODE_READY(message) < 0 || (func != Py_None && VIRLOGD_UNICODE_READY(func) < 0))
+        return NULL;
+    /* UTF-8 is at most four bytes a character: a size that could overflow (a 32-bit build)
+     * goes to Python; func is checked against 0xFFFF below */
+    if (PyUnicode_GET_LENGTH(message) > (PY_SSIZE_T_MAX - PACKED_SIZE - 4 * 0xFFFF) / 4
+            || (func != Py_None && PyUnicode_GET_LENGTH(func) > 0xFFFF))
         return NULL;
     Py_ssize_t func_len = func == Py_None ? 0 : utf8_len(func);
     Py_ssize_t message_len = utf8_len(message);

@@ -18,10 +18,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "structmember.h"
+#include "_ccompat.h"
 
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define HEAD_SIZE 44        /* the length prefix and the 40-byte fixed part of the body */
 #define FIELD_HEAD 6        /* name length, kind, value length */
@@ -462,10 +464,8 @@ utf8_of(PyObject *text, Part *part, PyObject **hold)
 {
     if (!PyUnicode_CheckExact(text))
         return 0;
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(text) < 0)
+    if (VIRLOGD_UNICODE_READY(text) < 0)
         return -1;
-#endif
     if (PyUnicode_IS_ASCII(text)) {
         part->bytes = (const char *)PyUnicode_DATA(text);
         part->size = PyUnicode_GET_LENGTH(text);
@@ -635,18 +635,23 @@ here(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     clock_gettime(CLOCK_REALTIME, &now);      /* what time.time() reads */
     PyObject *when = PyFloat_FromDouble((double)now.tv_sec + now.tv_nsec * 1e-9);
     PyObject *fields = args[A_FIELDS] == Py_None ? PyDict_New() : Py_NewRef(args[A_FIELDS]);
+    /* pid None is this process, as Record() has it */
+    PyObject *pid = args[A_PID] == Py_None ? PyLong_FromLong((long)getpid())
+                                           : Py_NewRef(args[A_PID]);
     PyObject *record = NULL;
-    if (when == NULL || fields == NULL ||
+    if (when == NULL || fields == NULL || pid == NULL ||
             (record = record_type->tp_alloc(record_type, 0)) == NULL) {
         Py_XDECREF(when);
         Py_XDECREF(fields);
+        Py_XDECREF(pid);
         return NULL;
     }
     /* zeroed memory: nothing to release; uid, gid and ident are None */
     for (int i = 0; i < NARGS; i++)
-        if (i != A_FIELDS)
+        if (i != A_FIELDS && i != A_PID)
             *(PyObject **)((char *)record + slot_offset[into[i]]) = Py_NewRef(args[i]);
     *(PyObject **)((char *)record + slot_offset[S_FIELDS]) = fields;
+    *(PyObject **)((char *)record + slot_offset[S_PID]) = pid;
     *(PyObject **)((char *)record + slot_offset[S_TIME]) = when;
     *(PyObject **)((char *)record + slot_offset[S_UID]) = Py_NewRef(Py_None);
     *(PyObject **)((char *)record + slot_offset[S_GID]) = Py_NewRef(Py_None);
@@ -672,20 +677,62 @@ PyDoc_STRVAR(encode_doc,
 "wire.encode: encode_parts of the record's slots (line or 0; the record's ident, or *ident*\n"
 "when it has none), without the ten attribute lookups and keywords of the Python call.");
 
+/* encode()'s two arguments, positional or by name, as the Python signature takes them */
+static int
+encode_arguments(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 PyObject *out[2])
+{
+    static const char *const names[2] = {"record", "ident"};
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+
+    out[0] = out[1] = NULL;
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "encode() takes from 1 to 2 positional arguments but %zd were given",
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int at = PyUnicode_CompareWithASCIIString(name, names[0]) == 0 ? 0
+                 : PyUnicode_CompareWithASCIIString(name, names[1]) == 0 ? 1 : -1;
+        if (at < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "encode() got an unexpected keyword argument '%U'", name);
+            return -1;
+        }
+        if (out[at] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "encode() got multiple values for argument '%s'", names[at]);
+            return -1;
+        }
+        out[at] = args[nargs + k];
+    }
+    if (out[0] == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "encode() missing 1 required positional argument: 'record'");
+        return -1;
+    }
+    if (out[1] == NULL)
+        out[1] = Py_None;
+    return 0;
+}
+
 static PyObject *
-encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+encode(PyObject *module, PyObject *const *fastargs, Py_ssize_t nargs, PyObject *kwnames)
 {
     enum { P_PRIORITY, P_SOURCE, P_MESSAGE, P_TIME, P_FUNC, P_LINE, P_FILE, P_FIELDS, P_STACK,
            P_IDENT, NPARTS };
     static const int from[NPARTS] = {S_PRIORITY, S_SOURCE, S_MESSAGE, S_TIME, S_FUNC, S_LINE,
                                      S_FILE, S_FIELDS, S_STACK, S_IDENT};
     PyObject *argv[NPARTS] = {NULL};
+    PyObject *args[2];
     PyObject *result = NULL;
 
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "encode() takes 1 or 2 arguments (%zd given)", nargs);
+    if (encode_arguments(fastargs, nargs, kwnames, args) < 0)
         return NULL;
-    }
     if (encode_kwnames == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_cwire.encode() before bind()");
         return NULL;
@@ -700,7 +747,7 @@ encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         if (!truth) {
             PyObject *other = i == P_LINE ? PyLong_FromLong(0)
-                              : Py_NewRef(nargs == 2 ? args[1] : Py_None);
+                              : Py_NewRef(args[1]);
             if (other == NULL)
                 goto done;
             Py_SETREF(argv[i], other);
@@ -720,7 +767,8 @@ static PyMethodDef methods[] = {
     {"frames", (PyCFunction)(void (*)(void))frames, METH_FASTCALL, frames_doc},
     {"encode_parts", (PyCFunction)(void (*)(void))encode_parts,
      METH_FASTCALL | METH_KEYWORDS, encode_parts_doc},
-    {"encode", (PyCFunction)(void (*)(void))encode, METH_FASTCALL, encode_doc},
+    {"encode", (PyCFunction)(void (*)(void))encode, METH_FASTCALL | METH_KEYWORDS,
+     encode_doc},
     {"here", (PyCFunction)(void (*)(void))here, METH_FASTCALL, here_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -100,6 +100,10 @@ class RingBuffer:
 
     # -- writing ---------------------------------------------------------------------
     def append(self, data: bytes) -> None:
+        if type(data) is not bytes:
+            # any bytes-like object, as its raw bytes (as the C twin takes it); anything
+            # else is a TypeError here, before any pointer moves
+            data = bytes(memoryview(data))
         size = len(data) + 4
         cap = self.capacity
         if size > cap:

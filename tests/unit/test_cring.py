@@ -31,20 +31,28 @@ def test_a_bytearray_area_holds_length_prefixed_entries():
 
 def test_the_header_pointers_follow_every_change():
     """With pointers_at, head/tail/used are written there as three u32 LE."""
-    buf = bytearray(12 + 20)
-    core = Core(buf, 20, 12, 0)
-    assert bytes(buf[:12]) == bytes(12)
+    buf = bytearray(16 + 20)
+    core = Core(buf, 20, 16, 4)
+    assert bytes(buf[:16]) == bytes(16)
     for data in (b"x" * 5, b"y" * 7, b"z" * 3):
         core.append(data)
-        assert struct.unpack_from("<III", buf) == (core.head, core.tail, core.used)
+        assert struct.unpack_from("<III", buf, 4) == (core.head, core.tail, core.used)
     core.clear()
-    assert struct.unpack_from("<III", buf) == (0, 0, 0)
+    assert struct.unpack_from("<III", buf, 4) == (0, 0, 0)
+
+
+def test_tail_and_used_must_be_one_aligned_word():
+    """They are stored together in one atomic 8-byte store, which needs 8-byte alignment
+    (ring.py's header puts them at 16 of a page-aligned mapping)."""
+    with pytest.raises(ValueError, match="^the header's tail and used must be 8-byte "
+                                         "aligned in the buffer$"):
+        Core(bytearray(64), 32, 32, 0)
 
 
 def test_a_released_core_raises_value_error_and_frees_the_mapping():
     """release() lets the mmap close; later writes and reads raise ValueError, not crash."""
     area = mmap.mmap(-1, 64)
-    core = Core(area, 32, 32, 0)
+    core = Core(area, 32, 32, 4)
     core.append(b"hello")
     with pytest.raises(BufferError):
         area.close()                                # exported: the core protects its pointer
@@ -93,6 +101,34 @@ def test_entries_that_are_not_bytes_like_are_refused():
     with pytest.raises(TypeError):
         core.append_many(42)
     assert core.entries() == [b"BADC" if sys.byteorder == "little" else b"ABCD", b"ok"]
+
+
+def test_a_failing_iterable_keeps_what_came_before_it():
+    """append_many takes entries one at a time, as ring.py: a generator that raises half-way
+    leaves the entries before it stored."""
+    core = Core(bytearray(64), 64)
+
+    def entries():
+        yield b"a"
+        yield b"b"
+        raise RuntimeError("source broke")
+    with pytest.raises(RuntimeError, match="source broke"):
+        core.append_many(entries())
+    assert core.entries() == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("prefix", [0xFFFFFFFC, 0x80000000, 61])
+def test_a_forged_length_prefix_never_overruns(prefix):
+    """A foreign write to the ring file (a length larger than what is stored) stops the
+    reader and makes the writer forget the area, never a hang or a read out of bounds."""
+    area = bytearray(64)
+    core = Core(area, 64)
+    core.append(b"x" * 20)
+    struct.pack_into("<I", area, 0, prefix)
+    assert core.entries() == []
+    for _ in range(4):
+        core.append(b"y" * 20)                      # the third one has to drop the forged one
+    assert core.entries()[-1] == b"y" * 20 and core.used <= 64
 
 
 def test_a_zero_capacity_ring_stores_nothing():

@@ -317,6 +317,27 @@ class TestEncoding:
         with pytest.raises(TypeError):
             wire._cwire.here(*args[:-1])
 
+    def test_encode_takes_its_arguments_by_name_as_the_python_one_does(self):
+        """record= and ident= by keyword give the same frame; wrong calls the same
+        TypeError, word for word."""
+        record = Record(3, "src", "msg", time=1.5, pid=1)
+        frame = wire._encode_py(record, "prog")
+        for c_call in (lambda f: f(record, ident="prog"), lambda f: f(record=record,
+                                                                      ident="prog")):
+            assert c_call(wire._cwire.encode) == frame
+        for args, kwargs in [((), {}), ((record,), {"other": 1}), ((record, "a", "b"), {}),
+                             ((record,), {"record": record}), ((), {"ident": "x"})]:
+            with pytest.raises(TypeError) as c_error:
+                wire._cwire.encode(*args, **kwargs)
+            with pytest.raises(TypeError) as py_error:
+                wire._encode_py(*args, **kwargs)
+            assert str(c_error.value) == str(py_error.value)
+
+    def test_here_with_pid_none_is_this_process_as_record_has_it(self):
+        made = wire._cwire.here(2, "s", "m", None, 0, None, None, None, None)
+        assert made.pid == os.getpid() == Record.here(2, "s", "m", None, 0, None, None, None,
+                                                      None).pid
+
     def test_encoding_a_record_with_a_slot_unset_fails_like_python(self):
         record = Record.__new__(Record)
         with pytest.raises(AttributeError):

@@ -5,6 +5,7 @@ not turned off by ``VIRLOGD_PURE_PYTHON=1``) and pure Python (``_pure=True``). T
 differential tests feed the same random appends to both and want the same entries, counters
 and file bytes.
 """
+import array
 import os
 import signal
 import subprocess
@@ -95,6 +96,20 @@ def test_any_bytes_like_entry_is_stored_as_bytes(make):
     ring.append(memoryview(b"two"))
     ring.append(b"")
     assert ring.entries() == [b"one", b"two", b""]
+
+
+def test_an_entry_that_is_not_bytes_like_changes_nothing(make):
+    """A list or a str is a TypeError before anything moves, even in a full ring (where the
+    oldest entry would be dropped first); an array is stored as its raw bytes."""
+    ring = make(16)
+    ring.append(b"abcdefgh")                        # 12 of 16: the next entry must drop it
+    for bad in ([1, 2, 3, 4, 5, 6], "text-text"):
+        with pytest.raises(TypeError):
+            ring.append(bad)
+        assert (ring.entries(), ring.used) == ([b"abcdefgh"], 12)
+    ring.append(b"ijklmnop")
+    ring.append(array.array("B", b"qrstuvwx"))
+    assert (ring.entries(), ring.used) == ([b"qrstuvwx"], 12)
 
 
 def test_append_many_is_append_in_order(make):
