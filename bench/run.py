@@ -248,7 +248,7 @@ def maybe_reexec(args) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="each row once, small N (< 60 s)")
-    p.add_argument("--reps", type=int, help="runs per row (default 5; quick 1)")
+    p.add_argument("--reps", type=int, help="runs per row (default 7; quick 1)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every N")
     p.add_argument("--only", help="comma-separated row keys (anchors are not added)")
     p.add_argument("--no-journald", action="store_true", help="skip the journald rows")
@@ -257,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-write", dest="write", action="store_false")
     args = p.parse_args(argv)
     journald = maybe_reexec(args)
-    reps = args.reps or (1 if args.quick else 5)
+    reps = args.reps or (1 if args.quick else 7)
     write = (not args.quick) if args.write is None else args.write
     keys = [k for k in ROWS if not args.only or k in args.only.split(",")]
     keys = [k for k in keys if journald or not ROWS[k][7]]
@@ -266,6 +266,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     workdir = tempfile.mkdtemp(prefix="virlogd-bench.")
     rows = {k: Row(k, *ROWS[k][:4]) for k in keys}
     once: Dict[str, scenarios.Sample] = {}
+    probes: List[float] = []
     try:
         ctx = scenarios.Context(workdir, peers.build_senders(workdir),
                                 int(os.environ["PRIVLOG_JOURNALD_PID"]) if journald else None)
@@ -273,6 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for key in keys:
                 spec = ROWS[key]
                 n = max(1000, int((spec[5] if args.quick else spec[4]) * args.scale))
+                probes.append(steadiness_probe())
                 try:
                     rows[key].samples.append(spec[6](ctx, n))
                 except Exception as err:  # noqa: BLE001 - one broken row must not stop the rest
@@ -299,6 +301,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     info["loadavg_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
     info["total"] = f"{time.monotonic() - t_start:.0f} s"
     info["runs per row"] = str(reps)
+    if probes:
+        probes.sort()
+        info["steadiness"] = (f"a fixed pure-Python loop, timed before every run of a row, "
+                              f"took {probes[0]:.1f}–{probes[-1]:.1f} ms (median "
+                              f"{probes[len(probes) // 2]:.1f}, {len(probes)} probes)")
     text = render(rows, once, goals(rows, once, ctx.ready_times), info, args)
     print(text)
     if write:
@@ -306,6 +313,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             handle.write(text)
         print(f"wrote {os.path.join(ROOT, 'docs', 'PERFORMANCE.md')}", file=sys.stderr)
     return 0
+
+
+def steadiness_probe() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 3): the same figure all run long
+    on a steady machine. These shared machines switch between speeds about 2x apart for
+    tens of seconds, which is why every goal is a ratio of interleaved medians; the spread
+    printed in the header says how much to trust a run."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(100_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
 
 
 def render(rows, once, goal_list, info, args) -> str:

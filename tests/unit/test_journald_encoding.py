@@ -20,11 +20,13 @@ import tempfile
 import time
 
 import pytest
+from hypothesis import given, strategies as st
 
 from conftest import require_real
 from virlogd.outputs import OutputContext
 from virlogd.outputs.dgram import DeliveryError
-from virlogd.outputs.journald import JournaldOutput, encode_entry, encode_field, journal_fields
+from virlogd.outputs.journald import (JournaldOutput, encode_entry, encode_field,
+                                      entry_payload, journal_fields, record_payload)
 from virlogd.record import Record
 from virlogd.specs import OutputSpec
 
@@ -55,6 +57,65 @@ def seed_record(message="Failed to probe capabilities for /bin/qemu-system-xtens
 def test_a_field_is_name_equals_value_or_the_binary_safe_form(value, wire):
     """NAME=value; a value with a newline or NUL goes as NAME, LF, 64-bit LE length, bytes."""
     assert encode_field("MESSAGE", value) == wire
+
+
+field_values = st.one_of(
+    st.text(max_size=30),
+    st.text(alphabet="ab\n\0\u00e9\udcff", max_size=8),      # newline, NUL, escaped byte
+    st.text(alphabet=st.characters(exclude_categories=()), max_size=6),   # any surrogate
+    st.binary(max_size=10), st.integers(-5, 10**6))
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Z][A-Z0-9_]{0,10}", fullmatch=True), field_values,
+                       max_size=8))
+def test_the_one_pass_payload_is_the_fields_one_by_one(fields):
+    """entry_payload (what is sent) is the field-by-field encoding joined, byte for byte, and
+    fails with the same error where that fails (a surrogate no byte stands for)."""
+    try:
+        expected = b"".join(encode_entry(fields))
+    except UnicodeEncodeError as err:
+        with pytest.raises(UnicodeEncodeError) as raised:
+            entry_payload(fields)
+        assert str(raised.value) == str(err)
+    else:
+        assert entry_payload(fields) == expected
+
+
+plain_or_odd = st.one_of(st.text(max_size=20), st.text(alphabet="ab\n\0\udcff\ud800", max_size=6))
+
+
+@given(priority=st.integers(0, 5), source=plain_or_odd, message=plain_or_odd,
+       file=st.one_of(st.none(), plain_or_odd), func=st.one_of(st.none(), plain_or_odd),
+       line=st.one_of(st.none(), st.integers(0, 99999)),
+       pid=st.sampled_from([PID, 1, 4242]), uid=st.one_of(st.none(), st.integers(0, 70000)),
+       gid=st.one_of(st.none(), st.integers(0, 70000)), ident=st.one_of(st.none(), plain_or_odd),
+       fields=st.one_of(st.just({}), st.dictionaries(st.sampled_from(
+           ["MESSAGE_ID", "PRIORITY", "OBJECT_PID", "bad name"]), field_values, max_size=3)))
+def test_the_payload_built_from_the_record_is_the_fields_payload(
+        priority, source, message, file, func, line, pid, uid, gid, ident, fields):
+    """record_payload (the output's path) is entry_payload(journal_fields(...)) byte for
+    byte, on own and relayed records, odd text included, and fails alike."""
+    record = Record(priority, source, message, func=func, line=line, file=file, pid=pid,
+                    uid=uid, gid=gid, ident=ident, fields=fields)
+    try:
+        expected = entry_payload(journal_fields(record, PID))
+    except UnicodeEncodeError as err:
+        with pytest.raises(UnicodeEncodeError) as raised:
+            record_payload(record, PID)
+        assert str(raised.value) == str(err)
+    else:
+        assert record_payload(record, PID) == expected
+
+
+def test_the_usual_record_never_builds_the_fields_dict(monkeypatch):
+    """The fast path is taken for plain own and relayed records (else it would only ever
+    cost a check): the reference path is not called."""
+    from virlogd.outputs import journald
+    records = [Record(2, "util", "plain text", func="f", line=3, file="a.py", pid=PID),
+               Record(2, "util", "caf\u00e9 \udcff", pid=4242, uid=0, gid=0, ident="x")]
+    expected = [entry_payload(journal_fields(r, PID)) for r in records]
+    monkeypatch.setattr(journald, "journal_fields", None)
+    assert [record_payload(r, PID) for r in records] == expected
 
 
 # -- the fields of one entry -----------------------------------------------------------------
@@ -279,4 +340,5 @@ def as_sendv_lines(fields) -> list:
 def test_the_wire_bytes_are_the_same_as_sd_journal_sendv(record):
     """For the same fields, our datagram (or memfd) holds what libsystemd would send."""
     fields = journal_fields(record, PID)
-    assert b"".join(encode_entry(fields)) == sd_journal_sendv(as_sendv_lines(fields))
+    assert record_payload(record, PID) == entry_payload(fields) == \
+        b"".join(encode_entry(fields)) == sd_journal_sendv(as_sendv_lines(fields))

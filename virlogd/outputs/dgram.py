@@ -68,10 +68,11 @@ class DatagramSender:
     def send(self, buffers: Sequence[bytes], ancdata: Sequence = ()) -> None:
         """Send one datagram; raise :class:`DeliveryError` (EMSGSIZE/ENOBUFS are left as a
         plain ``OSError`` so the caller can fall back to passing a file descriptor)."""
-        stalled = time.monotonic() < self._stalled_until
+        # the clock is read only while stalled: this runs once per record
+        stalled = self._stalled_until and time.monotonic() < self._stalled_until
         try:
-            self._socket().sendmsg(buffers, ancdata, socket.MSG_DONTWAIT if stalled else 0,
-                                   self.path)
+            (self._sock or self._socket()).sendmsg(
+                buffers, ancdata, socket.MSG_DONTWAIT if stalled else 0, self.path)
         except BlockingIOError:
             self.dropped += 1
             if not stalled:

@@ -97,6 +97,56 @@ def journal_fields(record, own_pid: int) -> Dict[str, Value]:
     return fields
 
 
+_SEVERITY_TEXT = {level: str(severity) for level, severity in SYSLOG_SEVERITY.items()}
+
+
+def record_payload(record, own_pid: int) -> bytes:
+    """``entry_payload(journal_fields(record, own_pid))``, written straight from the record
+    when it has no fields of its own and only plain text and ints (the usual record): one
+    str and one encode, no dict. Anything else takes the reference path; the tests compare
+    the two on random records."""
+    message, source, file, line, func = (record.message, record.source, record.file,
+                                         record.line, record.func)
+    if (record.fields or type(message) is not str or type(source) is not str
+            or (line is not None and type(line) is not int)
+            or (file and type(file) is not str) or (func and type(func) is not str)):
+        return entry_payload(journal_fields(record, own_pid))
+    text = (f"MESSAGE={message}\nPRIORITY={_SEVERITY_TEXT.get(record.priority, '6')}\n"
+            f"SYSLOG_FACILITY={FACILITY_DAEMON}\nLIBVIRT_SOURCE={source}\n")
+    lines = 4
+    if file:
+        text += f"CODE_FILE={file}\n"
+        lines += 1
+    if line:
+        text += f"CODE_LINE={line}\n"
+        lines += 1
+    if func:
+        text += f"CODE_FUNC={func}\n"
+        lines += 1
+    pid = record.pid
+    if pid != own_pid:
+        ident, uid, gid = record.ident or source, record.uid, record.gid
+        if (type(ident) is not str or type(pid) is not int
+                or (uid is not None and type(uid) is not int)
+                or (gid is not None and type(gid) is not int)):
+            return entry_payload(journal_fields(record, own_pid))
+        text += f"SYSLOG_IDENTIFIER={ident}\nSYSLOG_PID={pid}\nOBJECT_PID={pid}\n"
+        lines += 3
+        if uid is not None:
+            text += f"OBJECT_UID={uid}\n"
+            lines += 1
+        if gid is not None:
+            text += f"OBJECT_GID={gid}\n"
+            lines += 1
+    # a value with a newline or NUL needs the binary-safe form: one count finds any
+    if text.count("\n") != lines or "\0" in text:
+        return entry_payload(journal_fields(record, own_pid))
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:          # the reference path raises the field's own error
+        return entry_payload(journal_fields(record, own_pid))
+
+
 def _renamed(name: str, taken) -> str:
     new = fieldnames.sanitize(name)
     while new in taken or new == name:
@@ -108,6 +158,28 @@ def encode_entry(fields: Dict[str, Value]) -> List[bytes]:
     return [encode_field(name, value) for name, value in fields.items()]
 
 
+def entry_payload(fields: Dict[str, Value]) -> bytes:
+    """The datagram: ``b"".join(encode_entry(fields))``, with runs of plain-text fields (all
+    of the usual entry) built as one str and encoded once: field by field it cost ~1.4 µs a
+    field, most of virlogd's time in front of journald."""
+    chunks: List[bytes] = []
+    text: List[str] = []
+    try:
+        for name, value in fields.items():
+            if type(value) is str and "\n" not in value and "\0" not in value:
+                text.append(f"{name}={value}\n")
+                continue
+            if text:
+                chunks.append("".join(text).encode("utf-8", "surrogateescape"))
+                text = []
+            chunks.append(encode_field(name, value))
+        if text:
+            chunks.append("".join(text).encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:          # a lone surrogate: the field's own error, as before
+        return b"".join(encode_entry(fields))
+    return b"".join(chunks)
+
+
 class JournaldOutput(Output):
     """Writes each record to journald; ``path`` is only for tests with a fake journal."""
 
@@ -117,16 +189,16 @@ class JournaldOutput(Output):
         self._sender = DatagramSender(self.path, "journald", wait=wait)
 
     def emit(self, record, line: str) -> None:
-        buffers = encode_entry(journal_fields(record, self.ctx.pid))
+        payload = record_payload(record, self.ctx.pid)
         try:
-            self._sender.send(buffers)
+            self._sender.send((payload,))
         except DeliveryError:
             self.dropped = self._sender.dropped
             raise
         except OSError as err:         # EMSGSIZE/ENOBUFS: too big for one datagram
             if err.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise
-            self._send_as_file(b"".join(buffers))
+            self._send_as_file(payload)
 
     def _send_as_file(self, payload: bytes) -> None:
         fd = _sealed_copy(payload)
