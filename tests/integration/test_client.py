@@ -257,6 +257,32 @@ class TestHandler:
                                  "X_MESSAGE": "forged"}
         assert record.message == "tagged"
 
+    def test_the_handlers_filters_decide_and_threads_need_no_handler_lock(self, server,
+                                                                           logger):
+        """handle() runs the handler's filters (a veto is not sent, and handle says so), and
+        emits without the handler's lock: eight threads at once lose nothing, each in its
+        own order."""
+        handler = logger.handlers[0]
+        handler.addFilter(lambda record: "secret" not in record.getMessage())
+        assert handler.handle(logger.makeRecord(logger.name, logging.INFO, "f", 1,
+                                                "a secret", (), None)) is False
+
+        def worker(k):
+            for i in range(200):
+                logger.info("t%d %d", k, i)
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        logger.info("a secret too")
+        handler.flush()
+        records = server.wait_for(1600, "app.handler.test")
+        assert len(records) == 1600 and not any("secret" in r.message for r in records)
+        for k in range(8):
+            assert [r.message for r in records if r.message.startswith(f"t{k} ")] == \
+                [f"t{k} {i}" for i in range(200)]
+
     def test_the_handler_is_exported_by_the_package(self):
         """virlogd.VirlogdHandler is the class users import."""
         assert virlogd.VirlogdHandler is VirlogdHandler
