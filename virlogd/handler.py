@@ -71,13 +71,12 @@ class VirlogdHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage() if self.formatter is None else self.format(record)
-            attrs = record.__dict__
             self.client.send_frame(wire.encode_parts(
                 _PRIORITY.get(record.levelno) or priority_of(record.levelno), record.name,
                 message, time=record.created, func=record.funcName, line=record.lineno or 0,
                 file=record.pathname,
                 # the usual record has no extras and no exception: decided without a call
-                fields=_fields(record) if len(attrs) > _PLAIN_SIZE else None,
+                fields=_fields(record) if len(record.__dict__) > _PLAIN_SIZE else None,
                 stack=_stack(record) if (record.exc_info or record.exc_text
                                          or record.stack_info) else None,
                 ident=self.ident))
@@ -95,9 +94,9 @@ class VirlogdHandler(logging.Handler):
 
 
 def _fields(record: logging.LogRecord) -> Optional[dict]:
+    """The record's upper-case extras; emit() calls it only for a record with more
+    attributes than a plain LogRecord (the usual one has none: no set is built)."""
     attrs = record.__dict__
-    if len(attrs) <= _PLAIN_SIZE:       # the usual case, decided without building a set
-        return None
     extra = attrs.keys() - _STANDARD
     if not extra:
         return None
