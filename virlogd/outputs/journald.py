@@ -110,7 +110,7 @@ def record_payload(record, own_pid: int) -> bytes:
     if (record.fields or type(message) is not str or type(source) is not str
             or (line is not None and type(line) is not int)
             or (file and type(file) is not str) or (func and type(func) is not str)):
-        return entry_payload(journal_fields(record, own_pid))
+        return _by_fields(record, own_pid)
     text = (f"MESSAGE={message}\nPRIORITY={_SEVERITY_TEXT.get(record.priority, '6')}\n"
             f"SYSLOG_FACILITY={FACILITY_DAEMON}\nLIBVIRT_SOURCE={source}\n")
     lines = 4
@@ -129,7 +129,7 @@ def record_payload(record, own_pid: int) -> bytes:
         if (type(ident) is not str or type(pid) is not int
                 or (uid is not None and type(uid) is not int)
                 or (gid is not None and type(gid) is not int)):
-            return entry_payload(journal_fields(record, own_pid))
+            return _by_fields(record, own_pid)
         text += f"SYSLOG_IDENTIFIER={ident}\nSYSLOG_PID={pid}\nOBJECT_PID={pid}\n"
         lines += 3
         if uid is not None:
@@ -140,11 +140,16 @@ def record_payload(record, own_pid: int) -> bytes:
             lines += 1
     # a value with a newline or NUL needs the binary-safe form: one count finds any
     if text.count("\n") != lines or "\0" in text:
-        return entry_payload(journal_fields(record, own_pid))
+        return _by_fields(record, own_pid)
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:          # the reference path raises the field's own error
-        return entry_payload(journal_fields(record, own_pid))
+        return _by_fields(record, own_pid)
+
+
+def _by_fields(record, own_pid: int) -> bytes:
+    """The reference path of record_payload: the fields dict, then its encoding."""
+    return entry_payload(journal_fields(record, own_pid))
 
 
 def _renamed(name: str, taken) -> str:
