@@ -4,9 +4,11 @@ default priority, except that a default of 1 becomes 2 for journald."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -85,14 +87,33 @@ def test_the_journal_counts_as_writable_only_for_a_socket(tmp_path):
     assert journal_writable(str(tmp_path)) is False
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any socket")
-def test_a_socket_without_write_permission_is_not_writable(tmp_path):
-    """A journal socket the user may not write to does not count."""
-    sock_path = str(tmp_path / "socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(sock_path)
-        os.chmod(sock_path, 0o444)
-        assert journal_writable(sock_path) is False
+def writable_for_user(path: str) -> bool:
+    """journal_writable(path) as an unprivileged user: root may write to any socket, so under
+    root (CI) the check runs in a child that dropped to nobody with setpriv."""
+    if os.geteuid() != 0:
+        return journal_writable(path)
+    run = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         f"from virlogd.defaults import journal_writable; print(journal_writable({path!r}))"],
+        capture_output=True, text=True, timeout=10)
+    assert run.returncode == 0, run.stderr
+    return {"True": True, "False": False}[run.stdout.strip()]
+
+
+def test_a_socket_without_write_permission_is_not_writable():
+    """A journal socket the user may not write to does not count (and one they may, does)."""
+    directory = tempfile.mkdtemp(prefix="virlogd-perm.")
+    os.chmod(directory, 0o755)               # an unprivileged child must reach the socket
+    sock_path = os.path.join(directory, "socket")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(sock_path)
+            os.chmod(sock_path, 0o666)
+            assert writable_for_user(sock_path) is True
+            os.chmod(sock_path, 0o444)
+            assert writable_for_user(sock_path) is False
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 PROBE = ("from virlogd.defaults import default_output; "
