@@ -1,7 +1,7 @@
 """The library's connection to the daemon: batched, reconnecting, bounded, thread-safe.
 
-``send()`` only encodes the record and appends the frame to a buffer (about 1 µs); the
-frames go out in one ``sendall`` per batch:
+``send()`` only encodes the record and appends the frame to a ``FrameQueue`` (whose C twin
+makes ``send_frame`` one C call); the frames go out in one ``sendall`` per batch:
 
 * in the caller's thread once the buffer passes ``FLUSH_BYTES`` (so a program that logs
   faster than the daemon reads is slowed down, never grows memory: backpressure);
@@ -26,15 +26,15 @@ connection and records remain the parent's, and the child's records carry its ow
 from __future__ import annotations
 
 import atexit
-import collections
 import os
 import socket
 import threading
 import time
 import weakref
-from typing import Deque, Iterable, Optional
+from typing import Iterable, List, Optional
 
 from . import defaults, wire
+from .framequeue import FrameQueue
 from .record import Record
 from .replay import Replay
 
@@ -63,10 +63,11 @@ class Client:
         _clients.add(self)
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()          # the buffer and the counters
+        self._lock = threading.Lock()          # the counters, and what takes them with the queue
         self._send_lock = threading.Lock()     # the socket
-        self._buf: Deque[bytes] = collections.deque()
-        self._size = 0
+        self._queue = FrameQueue(FLUSH_BYTES, self.hold, self._kick, self._flush_now)
+        # the class's send_frame without its Python frame: the per-record call is one C call
+        self.send_frame = self._queue.push
         self._sock: Optional[socket.socket] = None
         self._replay = Replay(self.hold)       # sent on this connection, not yet confirmed
         self._backoff = BACKOFF_FIRST
@@ -88,18 +89,12 @@ class Client:
             self.send_frame(wire.encode(record))
 
     def send_frame(self, frame: bytes) -> None:
-        """Queue one already-encoded frame (``wire.encode``/``wire.encode_parts``)."""
-        with self._lock:
-            buf = self._buf
-            buf.append(frame)
-            size = self._size = self._size + len(frame)
-            queued = len(buf)
-            if queued == 1:
-                self._kick()
-            elif size <= FLUSH_BYTES and (queued <= self.hold or self._sock is not None):
-                return           # the usual case: the background thread will write it
-        if size > FLUSH_BYTES or (self._sock is None and queued > self.hold):
-            self._flush(force=self._sock is None)
+        """Queue one already-encoded frame (``wire.encode``/``wire.encode_parts``); it is
+        written by the background thread a moment later, or at once by this call when the
+        queue passes ``FLUSH_BYTES`` (or ``hold`` frames while disconnected).
+
+        (Each client replaces this method by its queue's ``push``, which does the same.)"""
+        self._queue.push(frame)
 
     def flush(self) -> bool:
         """Send everything queued now; True if it all reached the daemon's socket."""
@@ -121,14 +116,19 @@ class Client:
 
     # -- the background flusher ------------------------------------------------------
     def _kick(self) -> None:
-        # called under self._lock on the empty -> non-empty transition; a closed client
-        # that is used again comes back to life
-        if self._thread is None or self._closed:
-            self._closed = False
-            self._thread = threading.Thread(target=self._run, name="virlogd-client",
-                                            daemon=True)
-            self._thread.start()
+        """The queue became non-empty (its on_first). A closed client that is used again
+        comes back to life."""
+        with self._lock:
+            if self._thread is None or self._closed:
+                self._closed = False
+                self._thread = threading.Thread(target=self._run, name="virlogd-client",
+                                                daemon=True)
+                self._thread.start()
         self._wake.set()
+
+    def _flush_now(self) -> None:
+        """The queue is past its bounds (its on_full): write in the caller's thread."""
+        self._flush(force=self._sock is None)
 
     def _run(self) -> None:
         wake = self._wake
@@ -145,7 +145,7 @@ class Client:
     def _flush(self, force: bool) -> bool:
         with self._send_lock:
             with self._lock:
-                if not self._buf and not self.dropped:
+                if not len(self._queue) and not self.dropped:
                     return True
             if self._sock is None and not self._connect(force):
                 self._trim()
@@ -160,11 +160,10 @@ class Client:
 
     def _send_buffer(self) -> bool:
         with self._lock:
-            frames, self._buf = self._buf, collections.deque()
-            self._size = 0
+            frames = self._queue.take()
             dropped, self.dropped = self.dropped, 0
         if dropped:
-            frames.appendleft(_Report(dropped))
+            frames.insert(0, _Report(dropped))
         sock = self._sock
         try:
             sock.sendall(b"".join(frames))
@@ -176,13 +175,13 @@ class Client:
         read_answers(sock, self._replay)
         return True
 
-    def _lost_connection(self, sock: socket.socket, unsent: Deque[bytes]) -> None:
+    def _lost_connection(self, sock: socket.socket, unsent: List[bytes]) -> None:
         """Put back, before what came since, every frame the daemon did not confirm: the
         failed write and what a killed daemon left unread in its socket buffer."""
         read_answers(sock, self._replay)   # a dead daemon's last answers are still there
         again, lost = self._replay.lost_connection(unsent)
         self._disconnect()
-        frames: Deque[bytes] = collections.deque()
+        frames: List[bytes] = []
         reported = 0
         for frame in again:
             if isinstance(frame, _Report):  # a fresh report will carry its count
@@ -190,9 +189,7 @@ class Client:
             else:
                 frames.append(frame)
         with self._lock:
-            frames.extend(self._buf)
-            self._buf = frames
-            self._size = sum(map(len, frames))
+            self._queue.put_back(frames)
             self.dropped += reported + lost
             self.dropped_total += lost
             # written earlier, never confirmed: in the dead daemon's socket buffer
@@ -200,12 +197,9 @@ class Client:
 
     def _trim(self) -> None:
         with self._lock:
-            buf = self._buf
-            excess = len(buf) - self.hold
-            if excess <= 0 or self._sock is not None:
+            if self._sock is not None:
                 return
-            for _ in range(excess):
-                self._size -= len(buf.popleft())
+            excess = self._queue.drop_oldest(len(self._queue) - self.hold)
             self.dropped += excess
             self.dropped_total += excess
 
@@ -229,6 +223,7 @@ class Client:
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             return False
         self._sock = sock
+        self._queue.connected = True
         self._replay.reset()
         self._backoff = BACKOFF_FIRST
         self._next_try = 0.0
@@ -236,6 +231,7 @@ class Client:
 
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
+        self._queue.connected = False
         if sock is not None:
             try:
                 sock.close()

@@ -1,0 +1,241 @@
+"""The Client's queue of frames, pure Python and C twin side by side.
+
+Both must keep frames in order, count bytes, call on_first / on_full exactly when the pure
+one does, raise the same errors word for word, and stay whole under concurrent pushes.
+"""
+import gc
+import importlib
+import os
+import threading
+import weakref
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from virlogd import framequeue, native
+
+IMPLS = [pytest.param(framequeue._PureFrameQueue, id="pure")]
+if native.built("queue"):
+    IMPLS.append(pytest.param(importlib.import_module("virlogd._cqueue").FrameQueue, id="c"))
+
+
+def test_the_c_twin_is_built_in_ci_and_used_when_built():
+    """CI must measure and test the C twin: a build that silently lost it fails here."""
+    if not native.built("queue"):
+        if os.environ.get("CI"):
+            pytest.fail("virlogd._cqueue was not built (run: pip install -e . with a compiler)")
+        pytest.skip("virlogd._cqueue is not built")
+    if not native.PURE:
+        assert framequeue.FrameQueue is importlib.import_module("virlogd._cqueue").FrameQueue
+
+
+class Calls:
+    def __init__(self):
+        self.log = []
+
+    def first(self):
+        self.log.append("first")
+
+    def full(self):
+        self.log.append("full")
+
+
+def make(impl, flush_bytes=10, hold=3):
+    calls = Calls()
+    return impl(flush_bytes, hold, calls.first, calls.full), calls
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_frames_come_out_in_order_and_the_queue_is_left_empty(impl):
+    q, _ = make(impl, flush_bytes=100)
+    for frame in (b"a", b"bc", b"def"):
+        q.push(frame)
+    assert (len(q), q.size) == (3, 6)
+    assert q.take() == [b"a", b"bc", b"def"]
+    assert (len(q), q.size, q.take()) == (0, 0, [])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_on_first_is_called_on_each_empty_to_non_empty_push_only(impl):
+    q, calls = make(impl, flush_bytes=100)
+    q.connected = True
+    q.push(b"x")
+    q.push(b"y")
+    assert calls.log == ["first"]
+    q.take()
+    q.push(b"z")
+    assert calls.log == ["first", "first"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_on_full_when_the_bytes_pass_flush_bytes(impl):
+    q, calls = make(impl, flush_bytes=4)
+    q.connected = True
+    q.push(b"abcd")                  # exactly flush_bytes: not yet
+    assert calls.log == ["first"]
+    q.push(b"e")
+    assert calls.log == ["first", "full"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_first_frame_larger_than_flush_bytes_calls_both(impl):
+    q, calls = make(impl, flush_bytes=4)
+    q.connected = True
+    q.push(b"abcdefgh")
+    assert calls.log == ["first", "full"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_hold_counts_only_while_disconnected(impl):
+    q, calls = make(impl, flush_bytes=1000, hold=2)
+    for frame in (b"1", b"2", b"3"):
+        q.push(frame)
+    assert calls.log == ["first", "full"]          # the third frame is over hold
+    q.take()
+    calls.log.clear()
+    q.connected = True
+    for frame in (b"1", b"2", b"3", b"4"):
+        q.push(frame)
+    assert calls.log == ["first"] and q.connected is True
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_failing_hook_raises_to_the_caller_and_the_frame_stays(impl):
+    def boom():
+        raise RuntimeError("no thread")
+    q = impl(100, 10, boom, boom)
+    with pytest.raises(RuntimeError, match="^no thread$"):
+        q.push(b"kept")
+    assert q.take() == [b"kept"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("bad, name", [("text", "str"), (bytearray(b"x"), "bytearray"),
+                                       (memoryview(b"x"), "memoryview"), (None, "NoneType")])
+def test_only_bytes_are_frames(impl, bad, name):
+    q, calls = make(impl)
+    with pytest.raises(TypeError) as err:
+        q.push(bad)
+    assert str(err.value) == f"frame must be bytes, not {name}"
+    with pytest.raises(TypeError) as err:
+        q.put_back([b"ok", bad])
+    assert str(err.value) == f"frame must be bytes, not {name}"
+    assert (len(q), q.size, calls.log) == (0, 0, [])       # nothing queued, nothing called
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_bytes_subclass_is_kept_as_is(impl):
+    class Report(bytes):
+        pass
+    q, _ = make(impl, flush_bytes=100)
+    report = Report(b"r")
+    q.put_back([report])
+    assert q.take()[0] is report
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_put_back_goes_before_what_is_queued(impl):
+    q, _ = make(impl, flush_bytes=100)
+    q.push(b"later")
+    q.put_back(iter([b"one", b"two"]))
+    assert (q.size, q.take()) == (11, [b"one", b"two", b"later"])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_drop_oldest_removes_at_most_what_is_there(impl):
+    q, _ = make(impl, flush_bytes=100)
+    for frame in (b"a", b"bb", b"ccc"):
+        q.push(frame)
+    assert q.drop_oldest(2) == 2 and q.size == 3
+    assert q.drop_oldest(-5) == 0 and q.drop_oldest(10 ** 30) == 1
+    assert (len(q), q.size) == (0, 0)
+    with pytest.raises(TypeError) as err:
+        q.drop_oldest("1")
+    assert str(err.value) == "'str' object cannot be interpreted as an integer"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_size_is_read_only(impl):
+    q, _ = make(impl)
+    with pytest.raises(AttributeError):
+        q.size = 5
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_concurrent_pushes_and_takes_lose_nothing_and_keep_each_threads_order(impl):
+    q, _ = make(impl, flush_bytes=1 << 30, hold=1 << 30)
+    q.connected = True
+    taken = []
+    done = threading.Event()
+
+    def drain():
+        while not done.is_set():
+            taken.extend(q.take())
+        taken.extend(q.take())
+
+    def pusher(tid):
+        for i in range(5000):
+            q.push(b"%d:%d" % (tid, i))
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    pushers = [threading.Thread(target=pusher, args=(t,)) for t in range(8)]
+    for t in pushers:
+        t.start()
+    for t in pushers:
+        t.join()
+    done.set()
+    drainer.join()
+    assert len(taken) == 40000 and q.size == 0
+    for tid in range(8):
+        mine = [int(f.split(b":")[1]) for f in taken if f.startswith(b"%d:" % tid)]
+        assert mine == list(range(5000))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_an_owner_in_a_cycle_with_its_queue_is_collected(impl):
+    class Owner:
+        def __init__(self):
+            self.q = impl(10, 10, self.hook, self.hook)
+
+        def hook(self):
+            pass
+    owner = Owner()
+    owner.q.push(b"x")
+    gone = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert gone() is None
+
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.binary(max_size=6)),
+    st.tuples(st.just("take"), st.none()),
+    st.tuples(st.just("put_back"), st.lists(st.binary(max_size=4), max_size=3)),
+    st.tuples(st.just("drop"), st.integers(-2, 5)),
+    st.tuples(st.just("connect"), st.booleans()),
+), max_size=40)
+
+
+@pytest.mark.skipif(len(IMPLS) < 2, reason="the C twin is not built")
+@settings(max_examples=300, deadline=None)
+@given(ops=ops, flush_bytes=st.integers(0, 12), hold=st.integers(0, 4))
+def test_the_twins_agree_on_any_sequence_of_operations(ops, flush_bytes, hold):
+    runs = []
+    for impl in (framequeue._PureFrameQueue,
+                 importlib.import_module("virlogd._cqueue").FrameQueue):
+        q, calls = make(impl, flush_bytes, hold)
+        seen = []
+        for op, arg in ops:
+            if op == "push":
+                q.push(arg)
+            elif op == "take":
+                seen.append(q.take())
+            elif op == "put_back":
+                q.put_back(arg)
+            elif op == "drop":
+                seen.append(q.drop_oldest(arg))
+            else:
+                q.connected = arg
+            seen.append((len(q), q.size, len(calls.log)))
+        runs.append((seen, calls.log, q.take()))
+    assert runs[0] == runs[1]
