@@ -1,5 +1,5 @@
-/* The C twin of textformat.py's per-record functions: format_line, pack_record, pack_parts
- * and entry_text.
+/* The C twin of textformat.py's per-record functions: format_line, pack_record, pack_parts,
+ * pack_here and entry_text.
  *
  * The contract is "the same result as the pure-Python function, for every input". This
  * code only takes the common case (a virlogd.record.Record, exact int/float/str values in
@@ -21,7 +21,8 @@
 
 /* ------------------------------------------------------------------ setup */
 
-static PyObject *py_format_line, *py_pack_record, *py_pack_parts, *py_entry_text;
+static PyObject *py_format_line, *py_pack_record, *py_pack_parts, *py_entry_text,
+    *py_pack_here;
 
 /* Reading Record's slots at their offsets saves a generic attribute lookup per field. The
  * offsets are those of the member descriptors found on the class; they stay right only while
@@ -89,9 +90,9 @@ is_plain_record(PyObject *rec)
 static PyObject *
 setup(PyObject *module, PyObject *args)
 {
-    PyObject *type, *names, *fl, *pr, *pp, *et;
-    if (!PyArg_ParseTuple(args, "O!O!OOOO:setup", &PyType_Type, &type, &PyDict_Type, &names,
-                          &fl, &pr, &pp, &et))
+    PyObject *type, *names, *fl, *pr, *pp, *et, *ph;
+    if (!PyArg_ParseTuple(args, "O!O!OOOOO:setup", &PyType_Type, &type, &PyDict_Type, &names,
+                          &fl, &pr, &pp, &et, &ph))
         return NULL;
     for (long level = 1; level <= 4; level++) {
         PyObject *key = PyLong_FromLong(level);
@@ -124,6 +125,8 @@ setup(PyObject *module, PyObject *args)
     Py_XSETREF(py_pack_parts, pp);
     Py_INCREF(et);
     Py_XSETREF(py_entry_text, et);
+    Py_INCREF(ph);
+    Py_XSETREF(py_pack_here, ph);
     Py_RETURN_NONE;
 }
 
@@ -746,6 +749,95 @@ pack_record(PyObject *module, PyObject *rec)
     return defer(py_pack_record, &rec, 1, NULL);
 }
 
+/* ------------------------------------------------------------------ the call site */
+
+/* The line of the instruction a frame is at, cached by (code, instruction) from 3.11 on:
+ * there f_lineno walks the code's line table from its start, which costs microseconds in a
+ * long function (2.7 µs at line 400 on these machines), and a program logs from the same few
+ * places over and over. An entry holds a reference to its code object, so the address cannot
+ * be reused by another code object while it is cached. */
+#if PY_VERSION_HEX >= 0x030B0000
+#define LINE_CACHE_SIZE 256
+static struct { PyObject *code; int lasti; int line; } line_cache[LINE_CACHE_SIZE];
+
+static int
+frame_line(PyFrameObject *frame, PyCodeObject *code)
+{
+    int lasti = PyFrame_GetLasti(frame);
+    size_t slot = (((uintptr_t)code >> 4) ^ ((size_t)(unsigned)lasti * 2654435761u))
+                  % LINE_CACHE_SIZE;
+    if (line_cache[slot].code == (PyObject *)code && line_cache[slot].lasti == lasti)
+        return line_cache[slot].line;
+    int line = PyFrame_GetLineNumber(frame);
+    PyObject *old = line_cache[slot].code;
+    line_cache[slot].code = Py_NewRef(code);
+    line_cache[slot].lasti = lasti;
+    line_cache[slot].line = line;
+    Py_XDECREF(old);           /* last: freeing a code object may run Python code */
+    return line;
+}
+#else
+static int
+frame_line(PyFrameObject *frame, PyCodeObject *code)
+{
+    return PyFrame_GetLineNumber(frame);
+}
+#endif
+
+PyDoc_STRVAR(pack_here_doc,
+"pack_here($module, priority, msg, args, pid, depth, /)\n--\n\n"
+"The ring entry of a call depth frames above the caller (msg % args, now, that frame's\n"
+"function and line): the library's debug path, with no Record.");
+
+static PyObject *
+pack_here(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (kwnames != NULL || nargs != 5 || !PyTuple_CheckExact(args[2]) || !PyLong_Check(args[4]))
+        return defer(py_pack_here, args, nargs, kwnames);
+    long depth = PyLong_AsLong(args[4]);
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+    if (depth < 0) {
+        PyErr_SetString(PyExc_ValueError, "depth must be 0 or more");
+        return NULL;
+    }
+    /* the current frame is the caller's (a C function has none); as sys._getframe */
+    PyFrameObject *frame = PyEval_GetFrame();
+    Py_XINCREF(frame);
+    for (long i = 0; i < depth && frame != NULL; i++)
+        Py_SETREF(frame, PyFrame_GetBack(frame));
+    if (frame == NULL) {
+        PyErr_SetString(PyExc_ValueError, "call stack is not deep enough");
+        return NULL;
+    }
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    PyObject *func = Py_NewRef(code->co_name);
+    PyObject *line = PyLong_FromLong(frame_line(frame, code));
+    Py_DECREF(code);
+    Py_DECREF(frame);
+    PyObject *message = PyTuple_GET_SIZE(args[2]) ? PyNumber_Remainder(args[1], args[2])
+                                                  : PyObject_Str(args[1]);
+    PyObject *when = NULL, *entry = NULL;
+    if (line == NULL || message == NULL)
+        goto done;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    when = PyFloat_FromDouble((double)now.tv_sec + (double)now.tv_nsec * 1e-9);
+    if (when == NULL)
+        goto done;
+    entry = pack(when, args[3], line, args[0], func, message);
+    if (entry == NULL && !PyErr_Occurred()) {
+        PyObject *parts[6] = {when, args[3], line, args[0], func, message};
+        entry = defer(py_pack_parts, parts, 6, NULL);
+    }
+done:
+    Py_XDECREF(when);
+    Py_XDECREF(message);
+    Py_XDECREF(line);
+    Py_DECREF(func);
+    return entry;
+}
+
 /* ------------------------------------------------------------------ dump */
 
 PyDoc_STRVAR(entry_text_doc,
@@ -812,9 +904,11 @@ static PyMethodDef methods[] = {
     {"pack_record", pack_record, METH_O, pack_record_doc},
     {"pack_parts", (PyCFunction)(void (*)(void))pack_parts, METH_FASTCALL | METH_KEYWORDS,
      pack_parts_doc},
+    {"pack_here", (PyCFunction)(void (*)(void))pack_here, METH_FASTCALL | METH_KEYWORDS,
+     pack_here_doc},
     {"entry_text", entry_text, METH_O, entry_text_doc},
     {"setup", setup, METH_VARARGS,
-     "setup(Record, NAMES, format_line, pack_record, pack_parts, entry_text)\n\n"
+     "setup(Record, NAMES, format_line, pack_record, pack_parts, entry_text, pack_here)\n\n"
      "The record class, the level names and the pure-Python functions that take whatever\n"
      "is not the common case; textformat.py calls it once."},
     {NULL, NULL, 0, NULL}

@@ -17,7 +17,6 @@ import atexit
 import os
 import sys
 import threading
-import time as _time
 import traceback
 from typing import Dict, Mapping, Optional, Union
 
@@ -42,6 +41,9 @@ _pid = [os.getpid()]           # os.getpid() costs a system call per record; for
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 _getframe = sys._getframe
+# a call below the filters that the ring keeps is packed as the router would pack it, call
+# site and clock included, in one call and without a Record (textformat.pack_here)
+_pack_here = textformat.pack_here
 _current = {"level": 3, "filters": [], "outputs": [], "buffer_size": DEFAULT_BUFFER_KB}
 
 
@@ -196,7 +198,7 @@ class Logger:
     def debug(self, msg: str, *args, **meta) -> None:
         if self._min <= 1:
             if self._threshold > 1 and not meta:     # only the ring wants it
-                self._keep(1, msg, args)
+                self._router.keep(_pack_here(1, msg, args, _pid[0], 1))
             else:
                 self._log(1, msg, args, meta)
         elif meta:
@@ -205,7 +207,7 @@ class Logger:
     def info(self, msg: str, *args, **meta) -> None:
         if self._min <= 2:
             if self._threshold > 2 and not meta:     # only the ring wants it
-                self._keep(2, msg, args)
+                self._router.keep(_pack_here(2, msg, args, _pid[0], 1))
             else:
                 self._log(2, msg, args, meta)
         elif meta:
@@ -214,7 +216,7 @@ class Logger:
     def warning(self, msg: str, *args, **meta) -> None:
         if self._min <= 3:
             if self._threshold > 3 and not meta:     # only the ring wants it
-                self._keep(3, msg, args)
+                self._router.keep(_pack_here(3, msg, args, _pid[0], 1))
             else:
                 self._log(3, msg, args, meta)
         elif meta:
@@ -230,14 +232,6 @@ class Logger:
             self._log(priority, msg, args, meta)
         elif meta:
             _fields(meta)
-
-    def _keep(self, priority: int, msg: str, args: tuple) -> None:
-        """A call below the filters that the ring keeps: packed as the router would pack it,
-        without building a Record."""
-        frame = _getframe(2)
-        message = msg % args if args else str(msg)
-        self._router.keep(textformat.pack_parts(_time.time(), _pid[0], frame.f_lineno,
-                                                priority, frame.f_code.co_name, message))
 
     def _log(self, priority: int, msg: str, args: tuple, meta: Mapping, depth: int = 2) -> None:
         frame = _getframe(depth)

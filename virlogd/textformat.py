@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 import time as _time
 from typing import Optional
 
@@ -18,6 +19,7 @@ from . import native
 from .priority import NAMES
 from .record import Record
 
+_getframe = sys._getframe
 CONTINUATION = "  | "
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _last_second = (-1, "")      # (second, "YYYY-MM-DD HH:MM:SS"), replaced whole
@@ -105,6 +107,18 @@ def _pure_pack_parts(when: float, pid: int, line: Optional[int], priority: int,
             + message.encode("utf-8", "surrogateescape"))
 
 
+def _pure_pack_here(priority: int, msg, args: tuple, pid: int, depth: int) -> bytes:
+    """The ring entry of a call *depth* frames above the one calling this: the library's
+    debug path, which takes the call site, the message (``msg % args``) and the clock
+    here rather than build a Record for a call that may never be read."""
+    if depth < 0:
+        raise ValueError("depth must be 0 or more")
+    frame = _getframe(depth + 1)
+    message = msg % args if args else str(msg)
+    return pack_parts(_time.time(), pid, frame.f_lineno, priority, frame.f_code.co_name,
+                      message)
+
+
 def _pure_pack_record(record) -> bytes:
     """The ring entry of a record no output formats (cheaper than ``format_line``)."""
     return _pure_pack_parts(record.time, record.pid, record.line, record.priority,
@@ -147,13 +161,15 @@ def dump_text(reason: str, lines, *, recovered: bool = False) -> str:
 _NATIVE = native.load("text")
 if _NATIVE is not None:
     _NATIVE.setup(Record, NAMES, _pure_format_line, _pure_pack_record, _pure_pack_parts,
-                  _pure_entry_text)
+                  _pure_entry_text, _pure_pack_here)
     format_line = _NATIVE.format_line
     pack_record = _NATIVE.pack_record
     pack_parts = _NATIVE.pack_parts
+    pack_here = _NATIVE.pack_here
     entry_text = _NATIVE.entry_text
 else:
     format_line = _pure_format_line
     pack_record = _pure_pack_record
     pack_parts = _pure_pack_parts
+    pack_here = _pure_pack_here
     entry_text = _pure_entry_text

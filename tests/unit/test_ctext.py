@@ -31,7 +31,7 @@ def test_the_c_twin_is_built_in_ci_and_used_when_built():
         pytest.skip("virlogd._ctext is not built")
     if not native.PURE:
         assert C is not None
-        for name in ("format_line", "pack_record", "pack_parts", "entry_text"):
+        for name in ("format_line", "pack_record", "pack_parts", "pack_here", "entry_text"):
             assert getattr(textformat, name) is getattr(C, name)
 
 
@@ -209,3 +209,85 @@ def test_pack_record_and_pack_parts_are_the_same(rec):
 def test_entry_text_is_the_same(entry):
     """Any entry, even corrupt: the same text, or the same exception."""
     assert outcome(C.entry_text, entry) == outcome(textformat._pure_entry_text, entry)
+
+
+# -- pack_here: the library's debug path -----------------------------------------------------
+HERE_IMPLS = [pytest.param(textformat._pure_pack_here, id="pure")]
+if C is not None:
+    HERE_IMPLS.append(pytest.param(C.pack_here, id="c"))
+
+
+def _without_time(entry):
+    return entry[:1] + entry[9:]
+
+
+@pytest.mark.parametrize("pack_here", HERE_IMPLS)
+def test_pack_here_takes_the_call_site_depth_frames_up_and_the_clock_now(pack_here):
+    def logger_method():                 # stands for Logger.debug: depth 1 is its caller
+        return pack_here(1, "x=%d %s", (5, "y"), 4711, 1)
+
+    def caller():
+        return logger_method()
+    before = __import__("time").time()
+    entry = caller()
+    after = __import__("time").time()
+    when, pid, line, priority, _ = struct.unpack_from("<xdiiBH", entry)
+    assert before - 0.001 <= when <= after + 0.001
+    assert (pid, line, priority) == (4711, caller.__code__.co_firstlineno + 1, 1)
+    assert textformat.entry_text(entry).endswith(": 4711: debug : caller:%d : x=5 y\n" % line)
+
+
+@pytest.mark.parametrize("pack_here", HERE_IMPLS)
+def test_pack_here_lines_are_right_in_long_functions_and_new_code(pack_here):
+    """The C twin caches lines by (code, instruction): every call still gets its own line,
+    in a long function, from two places in one function, and in code compiled again."""
+    for shift in (0, 3, 0, 7):
+        src = ("def long(pack_here):\n" + "    x = 1\n" * (300 + shift)
+               + "    a = pack_here(2, 'a', (), 1, 0)\n    b = pack_here(2, 'b', (), 1, 0)\n"
+               + "    return a, b\n")
+        scope = {}
+        exec(compile(src, "<long>", "exec"), scope)
+        for _ in range(3):
+            a, b = scope["long"](pack_here)
+            assert struct.unpack_from("<xdiiBH", a)[2] == 302 + shift
+            assert struct.unpack_from("<xdiiBH", b)[2] == 303 + shift
+    # more call sites in one function than the cache has slots: some share a slot
+    src = ("def many(pack_here):\n    out = []\n"
+           + "    out.append(pack_here(2, 'm', (), 1, 0))\n" * 600 + "    return out\n")
+    scope = {}
+    exec(compile(src, "<many>", "exec"), scope)
+    for _ in range(2):
+        got = [struct.unpack_from("<xdiiBH", e)[2] for e in scope["many"](pack_here)]
+        assert got == list(range(3, 603))
+
+
+@pytest.mark.parametrize("pack_here", HERE_IMPLS)
+def test_pack_here_refuses_a_bad_depth_as_sys_getframe_does(pack_here):
+    assert outcome(pack_here, 1, "m", (), 1, -1) == \
+        ("raised", ValueError, "depth must be 0 or more")
+    assert outcome(pack_here, 1, "m", (), 1, 10 ** 4) == \
+        ("raised", ValueError, "call stack is not deep enough")
+
+
+class _Odd:
+    def __str__(self):
+        return "odd"
+
+    def __mod__(self, args):
+        return "odd %r" % (args,)
+
+
+@in_use
+@settings(max_examples=500, deadline=None)
+@given(priority=priorities, pid=pids,
+       msg=st.one_of(texts, st.sampled_from(["%s", "%d %s", "%(x)s", "100%", _Odd(), 7, b"b"])),
+       args=st.one_of(st.just(()), st.lists(st.one_of(st.integers(), texts), max_size=3)
+                      .map(tuple)))
+def test_pack_here_gives_what_pure_python_gives(priority, msg, args, pid):
+    """The same entry but for its time, or the same exception and message."""
+    def site(pack_here):
+        return outcome(pack_here, priority, msg, args, pid, 0)
+    c, py = site(C.pack_here), site(textformat._pure_pack_here)
+    if c[0] == py[0] == "returned":
+        c, py = _without_time(c[2]), _without_time(py[2])
+    assert c == py
