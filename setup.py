@@ -11,5 +11,5 @@ _FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-fiel
 setup(ext_modules=[
     Extension(f"virlogd._c{name}", [f"virlogd/_c{name}.c"], optional=True,
               depends=["virlogd/_ccompat.h"], extra_compile_args=_FLAGS)
-    for name in ("ring", "wire", "text", "queue")
+    for name in ("ring", "wire", "text", "queue", "route")
 ])

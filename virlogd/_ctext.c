@@ -16,6 +16,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include "_ccompat.h"
+#include "_ccaller.h"
 #include <string.h>
 #include <time.h>
 
@@ -751,39 +752,6 @@ pack_record(PyObject *module, PyObject *rec)
 
 /* ------------------------------------------------------------------ the call site */
 
-/* The line of the instruction a frame is at, cached by (code, instruction) from 3.11 on:
- * there f_lineno walks the code's line table from its start, which costs microseconds in a
- * long function (2.7 µs at line 400 on these machines), and a program logs from the same few
- * places over and over. An entry holds a reference to its code object, so the address cannot
- * be reused by another code object while it is cached. */
-#if PY_VERSION_HEX >= 0x030B0000
-#define LINE_CACHE_SIZE 256
-static struct { PyObject *code; int lasti; int line; } line_cache[LINE_CACHE_SIZE];
-
-static int
-frame_line(PyFrameObject *frame, PyCodeObject *code)
-{
-    int lasti = PyFrame_GetLasti(frame);
-    size_t slot = (((uintptr_t)code >> 4) ^ ((size_t)(unsigned)lasti * 2654435761u))
-                  % LINE_CACHE_SIZE;
-    if (line_cache[slot].code == (PyObject *)code && line_cache[slot].lasti == lasti)
-        return line_cache[slot].line;
-    int line = PyFrame_GetLineNumber(frame);
-    PyObject *old = line_cache[slot].code;
-    line_cache[slot].code = Py_NewRef(code);
-    line_cache[slot].lasti = lasti;
-    line_cache[slot].line = line;
-    Py_XDECREF(old);           /* last: freeing a code object may run Python code */
-    return line;
-}
-#else
-static int
-frame_line(PyFrameObject *frame, PyCodeObject *code)
-{
-    return PyFrame_GetLineNumber(frame);
-}
-#endif
-
 PyDoc_STRVAR(pack_here_doc,
 "pack_here($module, priority, msg, args, pid, depth, /)\n--\n\n"
 "The ring entry of a call depth frames above the caller (msg % args, now, that frame's\n"
@@ -797,28 +765,13 @@ pack_here(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     long depth = PyLong_AsLong(args[4]);
     if (depth == -1 && PyErr_Occurred())
         return NULL;
-    if (depth < 0) {
-        PyErr_SetString(PyExc_ValueError, "depth must be 0 or more");
+    PyObject *func, *line;
+    if (call_site(depth, &func, &line, NULL) < 0)
         return NULL;
-    }
-    /* the current frame is the caller's (a C function has none); as sys._getframe */
-    PyFrameObject *frame = PyEval_GetFrame();
-    Py_XINCREF(frame);
-    for (long i = 0; i < depth && frame != NULL; i++)
-        Py_SETREF(frame, PyFrame_GetBack(frame));
-    if (frame == NULL) {
-        PyErr_SetString(PyExc_ValueError, "call stack is not deep enough");
-        return NULL;
-    }
-    PyCodeObject *code = PyFrame_GetCode(frame);
-    PyObject *func = Py_NewRef(code->co_name);
-    PyObject *line = PyLong_FromLong(frame_line(frame, code));
-    Py_DECREF(code);
-    Py_DECREF(frame);
     PyObject *message = PyTuple_GET_SIZE(args[2]) ? PyNumber_Remainder(args[1], args[2])
                                                   : PyObject_Str(args[1]);
     PyObject *when = NULL, *entry = NULL;
-    if (line == NULL || message == NULL)
+    if (message == NULL)
         goto done;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);

@@ -19,6 +19,7 @@
 #include <Python.h>
 #include "structmember.h"
 #include "_ccompat.h"
+#include "_ccaller.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -659,6 +660,45 @@ here(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return record;
 }
 
+PyDoc_STRVAR(here_at_doc,
+"here_at(priority, source, msg, args, pid, depth, /)\n--\n\n"
+"here() for a call depth frames above the caller: msg % args (if args) or str(msg), and\n"
+"that frame's function, line and file; no fields, no stack (the library's usual call).");
+
+static PyObject *
+here_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { A_PRIORITY, A_SOURCE, A_MSG, A_ARGS, A_PID, A_DEPTH, NARGS };
+    PyObject *func, *line, *file, *message, *record = NULL;
+    long depth;
+    int formatted;
+
+    if (nargs != NARGS) {
+        PyErr_Format(PyExc_TypeError, "here_at() takes %d arguments (%zd given)", NARGS,
+                     nargs);
+        return NULL;
+    }
+    if ((depth = PyLong_AsLong(args[A_DEPTH])) == -1 && PyErr_Occurred())
+        return NULL;
+    if (call_site(depth, &func, &line, &file) < 0)
+        return NULL;
+    if ((formatted = PyObject_IsTrue(args[A_ARGS])) < 0)
+        message = NULL;
+    else
+        message = formatted ? PyNumber_Remainder(args[A_MSG], args[A_ARGS])
+                            : PyObject_Str(args[A_MSG]);
+    if (message != NULL) {
+        PyObject *parts[9] = {args[A_PRIORITY], args[A_SOURCE], message, func, line, file,
+                              args[A_PID], Py_None, Py_None};
+        record = here(module, parts, 9);
+        Py_DECREF(message);
+    }
+    Py_DECREF(func);
+    Py_DECREF(line);
+    Py_DECREF(file);
+    return record;
+}
+
 /* A slot of the record, as a new reference: read in place for a Record, by name for anything
  * else (a subclass, a duck); NULL with AttributeError when it is not set. */
 static PyObject *
@@ -770,6 +810,7 @@ static PyMethodDef methods[] = {
     {"encode", (PyCFunction)(void (*)(void))encode, METH_FASTCALL | METH_KEYWORDS,
      encode_doc},
     {"here", (PyCFunction)(void (*)(void))here, METH_FASTCALL, here_doc},
+    {"here_at", (PyCFunction)(void (*)(void))here_at, METH_FASTCALL, here_at_doc},
     {NULL, NULL, 0, NULL},
 };
 

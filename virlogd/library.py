@@ -44,6 +44,8 @@ _getframe = sys._getframe
 # a call below the filters that the ring keeps is packed as the router would pack it, call
 # site and clock included, in one call and without a Record (textformat.pack_here)
 _pack_here = textformat.pack_here
+# the usual call (no fields, no stack): the Record, call site included, in one call
+_here_at = wire.here_at
 _current = {"level": 3, "filters": [], "outputs": [], "buffer_size": DEFAULT_BUFFER_KB}
 
 
@@ -199,8 +201,10 @@ class Logger:
         if self._min <= 1:
             if self._threshold > 1 and not meta:     # only the ring wants it
                 self._router.keep(_pack_here(1, msg, args, _pid[0], 1))
-            else:
+            elif meta or self._stack:
                 self._log(1, msg, args, meta)
+            else:                                      # the usual call
+                self._router.route_many((_here_at(1, self.name, msg, args, _pid[0], 1),))
         elif meta:
             _fields(meta)          # a bad field name is an error whether or not it is logged
 
@@ -208,8 +212,10 @@ class Logger:
         if self._min <= 2:
             if self._threshold > 2 and not meta:     # only the ring wants it
                 self._router.keep(_pack_here(2, msg, args, _pid[0], 1))
-            else:
+            elif meta or self._stack:
                 self._log(2, msg, args, meta)
+            else:                                      # the usual call
+                self._router.route_many((_here_at(2, self.name, msg, args, _pid[0], 1),))
         elif meta:
             _fields(meta)          # a bad field name is an error whether or not it is logged
 
@@ -217,13 +223,18 @@ class Logger:
         if self._min <= 3:
             if self._threshold > 3 and not meta:     # only the ring wants it
                 self._router.keep(_pack_here(3, msg, args, _pid[0], 1))
-            else:
+            elif meta or self._stack:
                 self._log(3, msg, args, meta)
+            else:                                      # the usual call
+                self._router.route_many((_here_at(3, self.name, msg, args, _pid[0], 1),))
         elif meta:
             _fields(meta)          # a bad field name is an error whether or not it is logged
 
     def error(self, msg: str, *args, **meta) -> None:
-        self._log(4, msg, args, meta)
+        if meta or self._stack:
+            self._log(4, msg, args, meta)
+        else:                                          # the usual call
+            self._router.route_many((_here_at(4, self.name, msg, args, _pid[0], 1),))
 
     def log(self, priority: int, msg: str, *args, **meta) -> None:
         if not isinstance(priority, int) or not 1 <= priority <= 4:

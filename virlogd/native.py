@@ -1,9 +1,10 @@
 """Which implementation of the hot paths runs: the C twins, or pure Python.
 
-``ring.py``, ``wire.py``, ``textformat.py`` and ``framequeue.py`` are complete in pure
-Python; each has a C twin (``_cring``, ``_cwire``, ``_ctext``, ``_cqueue``) built by
-``setup.py`` that does the same work for the per-record paths, several times faster (see
-docs/PERFORMANCE.md). This is the one place that chooses: the twin when it was built and ``VIRLOGD_PURE_PYTHON`` is not set to 1.
+``ring.py``, ``wire.py``, ``textformat.py``, ``framequeue.py`` and the loop of
+``Router.route_many`` are complete in pure Python; each has a C twin (``_cring``, ``_cwire``,
+``_ctext``, ``_cqueue``, ``_croute``) built by ``setup.py`` that does the same work for the
+per-record paths, several times faster (see docs/PERFORMANCE.md). This is the one place that
+chooses: the twin when it was built and ``VIRLOGD_PURE_PYTHON`` is not set to 1.
 The test suite runs the unit tables against both.
 """
 from __future__ import annotations

@@ -20,6 +20,7 @@ given on every record it builds.
 from __future__ import annotations
 
 import struct
+import sys
 from typing import List, Mapping, Optional, Union
 
 from . import fieldnames, native
@@ -130,9 +131,25 @@ def encode(record: Record, ident: Optional[str] = None) -> bytes:
 
 
 _encode_py = encode
+_getframe = sys._getframe
 # Record.here: the library's constructor. Here because the C twin that fills the daemon's
 # records in place fills the library's too (a seventh of a log.info call, in Python).
 here = Record.here
+
+
+def _here_at_py(priority: int, source: str, msg, args, pid: int, depth: int) -> Record:
+    """``here()`` for a call *depth* frames above the one calling this, with no fields and no
+    stack: the library's usual call, whose call site and message (``msg % args``) are taken
+    here in one call."""
+    if depth < 0:
+        raise ValueError("depth must be 0 or more")
+    frame = _getframe(depth + 1)
+    code = frame.f_code
+    return here(priority, source, msg % args if args else str(msg), code.co_name,
+                frame.f_lineno, code.co_filename, pid, None, None)
+
+
+here_at = _here_at_py
 
 
 # -- decoding (daemon side) ----------------------------------------------------------------
@@ -365,3 +382,4 @@ if _cwire is not None and _cwire.bind(Record, fieldnames.RESERVED, _encode_parts
     encode_parts = _cwire.encode_parts  # noqa: F811 - the same function, in C
     encode = _cwire.encode              # noqa: F811 - encode_parts of the slots, in C
     here = _cwire.here
+    here_at = _cwire.here_at

@@ -387,3 +387,60 @@ class TestEncoding:
             tracemalloc.stop()
         assert sys.getrefcount(message) == before
         assert grown < 20000, f"{grown} bytes kept by 2000 rounds"
+
+
+# -- here_at: the library's usual call -------------------------------------------------------
+HERE_AT = [pytest.param(wire._here_at_py, id="pure")]
+if wire._cframes is not None:
+    HERE_AT.append(pytest.param(wire._cwire.here_at, id="c"))
+SLOTS = ("priority", "source", "message", "func", "line", "file", "pid", "fields", "stack",
+         "uid", "gid", "ident")
+
+
+@pytest.mark.parametrize("here_at", HERE_AT)
+def test_here_at_makes_the_record_of_the_call_depth_frames_up(here_at):
+    def logger_method():                 # stands for Logger.info: depth 1 is its caller
+        return here_at(2, "app.io", "x=%d %s", (5, "y"), 4711, 1)
+
+    def caller():
+        return logger_method()
+    before = __import__("time").time()
+    rec = caller()
+    after = __import__("time").time()
+    assert type(rec) is Record and before - 0.001 <= rec.time <= after + 0.001
+    assert tuple(getattr(rec, name) for name in SLOTS) == (
+        2, "app.io", "x=5 y", "caller", caller.__code__.co_firstlineno + 1, __file__, 4711,
+        {}, None, None, None, None)
+
+
+@pytest.mark.parametrize("here_at", HERE_AT)
+def test_here_at_refuses_a_bad_depth_as_sys_getframe_does(here_at):
+    with pytest.raises(ValueError, match="^depth must be 0 or more$"):
+        here_at(1, "s", "m", (), 1, -1)
+    with pytest.raises(ValueError, match="^call stack is not deep enough$"):
+        here_at(1, "s", "m", (), 1, 10 ** 4)
+
+
+class _Odd:
+    def __str__(self):
+        return "odd"
+
+    def __mod__(self, args):
+        return "odd %r" % (args,)
+
+
+@in_use
+@settings(max_examples=300, deadline=None)
+@given(msg=st.one_of(any_text, st.sampled_from(["%s", "%d %s", "%(x)s", "100%", _Odd(), 7,
+                                                 b"b"])),
+       args=st.one_of(st.just(()), st.lists(st.one_of(st.integers(), any_text), max_size=3)
+                      .map(tuple), st.sampled_from([[], [1], {"x": 1}, 0, None])),
+       pid=st.one_of(st.integers(), st.none()), source=optional_text)
+def test_here_at_gives_what_pure_python_gives(msg, args, pid, source):
+    def outcome(here_at):
+        try:
+            rec = here_at(3, source, msg, args, pid, 0)
+        except Exception as err:    # noqa: BLE001 - the errors are what is compared
+            return ("raised", type(err), str(err))
+        return tuple((getattr(rec, name), type(getattr(rec, name))) for name in SLOTS)
+    assert outcome(wire._cwire.here_at) == outcome(wire._here_at_py)

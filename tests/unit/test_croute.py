@@ -1,0 +1,148 @@
+"""The C twin of Router.route_many's loop (``_croute.c``) against the pure loop.
+
+Both must make the same calls in the same order: the same records and lines to each output,
+the same ring entries, the same failure counts and reports, the same recoveries and flushes,
+and let the same exception out after routing the same records. Outputs here are scripted
+fakes so that failures, recoveries and odd values happen at random.
+"""
+import os
+import re
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from virlogd import native, router as router_module
+from virlogd.filters import FilterSet
+from virlogd.record import Record
+from virlogd.ring import RingBuffer
+from virlogd.router import Router, RouterState
+from virlogd.specs import FilterSpec
+
+in_use = pytest.mark.skipif(router_module._croute is None, reason="the C twin of the router "
+                            "loop is not in use (not built, or VIRLOGD_PURE_PYTHON=1)")
+
+
+def test_the_c_twin_is_built_in_ci_and_used_when_built():
+    """CI must measure and test the C twin: a build that silently lost it fails here."""
+    if not native.built("route"):
+        if os.environ.get("CI"):
+            pytest.fail("virlogd._croute was not built (run: pip install -e . with a compiler)")
+        pytest.skip("virlogd._croute is not built")
+    if not native.PURE:
+        state = RouterState(FilterSet([], 3), [])
+        assert state.plan is not None
+
+
+class Stop(BaseException):
+    """Not an Exception: the router must let it out (as KeyboardInterrupt)."""
+
+
+_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: ", re.M)
+
+
+class Scripted:
+    """An output that records every call, and fails when its script says so."""
+
+    def __init__(self, name, priority, text, batched, script, journal):
+        self.name, self.priority, self.text, self.batched = name, priority, text, batched
+        self.script, self.journal = script, journal
+        self.written = self.failed = self.dropped = 0
+        self.last_error = None
+        self.failing = self.recovering = False
+
+    def describe(self):
+        return self.name
+
+    def handle(self, record, line):
+        self.journal.append(("handle", self.name, record.message, _TIME.sub("T: ", line)))
+        action = self.script.get(record.message)
+        if action == "fail":
+            raise OSError(5, f"{self.name} cannot write {record.message}")
+        if action == "stop":
+            raise Stop(record.message)
+        self.written += 1
+
+    def flush(self):
+        self.journal.append(("flush", self.name))
+        if self.script.get("flush") == "fail":
+            raise ValueError(f"{self.name} flush failed")
+
+    def close(self):
+        pass
+
+
+outputs_spec = st.lists(st.tuples(st.integers(1, 4), st.booleans(), st.booleans(),
+                                  st.dictionaries(st.sampled_from(["m0", "m1", "m2", "m3",
+                                                                   "m4", "flush"]),
+                                                  st.sampled_from(["fail", "stop", None]),
+                                                  max_size=3)),
+                        max_size=3)
+filters_spec = st.lists(st.tuples(st.integers(1, 4), st.booleans(),
+                                  st.sampled_from(["a", "qemu", "x.y"])), max_size=3)
+records_spec = st.lists(st.tuples(st.sampled_from([1, 2, 3, 4]),
+                                  st.sampled_from(["a", "a.b", "qemu", "x.y", "z"]),
+                                  st.sampled_from([None, "", "stack line\n"])),
+                        max_size=6)
+
+
+def run(use_c, outs_spec, filt_spec, default, recs, ring_kb, flush_each, batches):
+    journal = []
+    outs = [Scripted(f"out{i}", prio, text, batched, script, journal)
+            for i, (prio, text, batched, script) in enumerate(outs_spec)]
+    filters = [FilterSpec(prio, match, stack) for prio, stack, match in filt_spec]
+    state = RouterState(FilterSet(filters, default), outs)
+    if not use_c:
+        state.plan = None
+    router = Router(state, RingBuffer(ring_kb * 1024) if ring_kb else None,
+                    flush_each=flush_each, report_interval=1000)
+    records = [Record(prio, source, f"m{i}", time=1700000000.5 + i, pid=7, func="f", line=i,
+                      stack=stack) for i, (prio, source, stack) in enumerate(recs)]
+    outcome = []
+    for start in range(0, len(records), batches):
+        try:
+            router.route_many(records[start:start + batches])
+            outcome.append("ok")
+        except Stop as err:
+            outcome.append(("stop", str(err)))
+    return (journal, outcome, router.ring.entries() if router.ring else None,
+            [(o.written, o.failed, o.failing, o.recovering, o.last_error) for o in outs],
+            router.received)
+
+
+@in_use
+@settings(max_examples=400, deadline=None)
+@given(outs=outputs_spec, filt=filters_spec, default=st.integers(1, 4), recs=records_spec,
+       ring_kb=st.sampled_from([0, 1, 64]), flush_each=st.booleans(),
+       batches=st.integers(1, 4))
+def test_the_c_loop_makes_the_same_calls_as_the_pure_one(outs, filt, default, recs, ring_kb,
+                                                         flush_each, batches):
+    args = (outs, filt, default, recs, ring_kb, flush_each, batches)
+    assert run(True, *args) == run(False, *args)
+
+
+class NoPriority(Scripted):
+    @property
+    def priority(self):
+        raise RuntimeError("no priority")
+
+    @priority.setter
+    def priority(self, value):
+        pass
+
+
+@pytest.mark.parametrize("use_c", [pytest.param(True, marks=in_use), False])
+def test_an_error_outside_an_output_comes_out_after_the_records_before_it(use_c):
+    """A broken output attribute is the router's own error, not an output failure: it is
+    raised, after the records before it were routed."""
+    journal = []
+    good = Scripted("good", 1, True, False, {}, journal)
+    bad = NoPriority("bad", 1, True, False, {}, journal)
+    state = RouterState(FilterSet([], 1), [good])
+    state.outputs = (good, bad)
+    state.plan = state.plan[:3] + (state.outputs,) + state.plan[4:] if use_c else None
+    router = Router(state, RingBuffer(1024))
+    with pytest.raises(RuntimeError, match="^no priority$"):
+        router.route_many([Record(3, "s", "first", time=1.0, pid=1),
+                           Record(3, "s", "second", time=1.0, pid=1)])
+    assert [entry[:3] for entry in journal] == [("handle", "good", "first")]
+    assert len(router.ring.entries()) == 1

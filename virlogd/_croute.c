@@ -1,0 +1,363 @@
+/* The C twin of the loop in Router.route_many (router.py): each record to the ring, through
+ * the filters, then to every output whose level it meets.
+ *
+ * The contract is the pure loop's, call for call: the same Python functions are called in
+ * the same order with the same arguments (filter decisions, pack_record / format_line, the
+ * ring's append, each output's handle(), the router's _failed / _recovered / _flush), every
+ * output attribute is read when the pure loop reads it, and an exception the pure loop would
+ * let out comes out here too, after the same records were routed. What it saves is the
+ * interpreter's work between those calls, which is most of a record's cost in the daemon and
+ * in the library's log.info.
+ *
+ * The caller (route_many) holds the router's lock and has counted the records. The state's
+ * parts come as one tuple, built once per RouterState (RouterState.plan).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "_ccompat.h"
+
+static PyObject *s_source, *s_priority, *s_stack, *s_text, *s_handle, *s_failing,
+    *s_batched, *s_recovering, *s_failed, *s_recovered, *s_flush, *s_utf8,
+    *s_surrogateescape, *s_encode;
+static PyObject *s_empty;          /* "" */
+static PyObject *empty_tuple;      /* () */
+
+enum { P_CACHED, P_DECIDE, P_TEXT_LEVEL, P_OUTPUTS, P_FLUSHED, P_PACK_RECORD, P_FORMAT_LINE,
+       P_SIZE };
+
+/* cached.get(source) or decide(source), unpacked as (threshold, stack): new references */
+static int
+decide(PyObject *cached, PyObject *decide_fn, PyObject *source, PyObject **threshold,
+       PyObject **stack)
+{
+    PyObject *found = PyDict_GetItemWithError(cached, source);   /* borrowed */
+    PyObject *decision;
+    int truth;
+
+    if (found == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (found != NULL) {
+        Py_INCREF(found);
+        if ((truth = PyObject_IsTrue(found)) < 0) {
+            Py_DECREF(found);
+            return -1;
+        }
+        if (!truth) {
+            Py_CLEAR(found);
+        }
+    }
+    decision = found != NULL ? found : PyObject_CallOneArg(decide_fn, source);
+    if (decision == NULL) {
+        return -1;
+    }
+    if (!PyTuple_CheckExact(decision) || PyTuple_GET_SIZE(decision) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a filter decision must be a (threshold, stack) "
+                        "tuple");
+        Py_DECREF(decision);
+        return -1;
+    }
+    *threshold = Py_NewRef(PyTuple_GET_ITEM(decision, 0));
+    *stack = Py_NewRef(PyTuple_GET_ITEM(decision, 1));
+    Py_DECREF(decision);
+    return 0;
+}
+
+static int
+call_discard(PyObject *fn, PyObject *arg)
+{
+    PyObject *res = PyObject_CallOneArg(fn, arg);
+    if (res == NULL) {
+        return -1;
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+/* ring_append(pack_record(record)) */
+static int
+keep_packed(PyObject *ring_append, PyObject *pack_record, PyObject *record)
+{
+    PyObject *entry = PyObject_CallOneArg(pack_record, record);
+    int rc;
+    if (entry == NULL) {
+        return -1;
+    }
+    rc = call_discard(ring_append, entry);
+    Py_DECREF(entry);
+    return rc;
+}
+
+/* line.encode("utf-8", "surrogateescape") */
+static PyObject *
+encode_line(PyObject *line)
+{
+    PyObject *args[3] = {line, s_utf8, s_surrogateescape};
+    if (PyUnicode_CheckExact(line)) {
+        return PyUnicode_AsEncodedString(line, "utf-8", "surrogateescape");
+    }
+    return PyObject_VectorcallMethod(s_encode, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                     NULL);
+}
+
+static int
+router_call(PyObject *router, PyObject *name, PyObject *arg1, PyObject *arg2)
+{
+    PyObject *args[3] = {router, arg1, arg2};
+    PyObject *res = PyObject_VectorcallMethod(name, args, arg2 != NULL ? 3 : 2, NULL);
+    if (res == NULL) {
+        return -1;
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+/* try: out.handle(record, line) / except Exception as err: router._failed(out, err) /
+ * else: if out.failing: (router._recovered(out) if out.batched else out.recovering = True) */
+static int
+deliver(PyObject *router, PyObject *out, PyObject *record, PyObject *line)
+{
+    PyObject *args[3] = {out, record, line};
+    PyObject *res = PyObject_VectorcallMethod(s_handle, args, 3, NULL);
+    int failing, batched;
+
+    if (res == NULL) {
+        PyObject *type, *value, *tb;
+        int rc;
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;                     /* KeyboardInterrupt, SystemExit...: let it out */
+        }
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        rc = router_call(router, s_failed, out, value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return rc;
+    }
+    Py_DECREF(res);
+    if ((res = PyObject_GetAttr(out, s_failing)) == NULL) {
+        return -1;
+    }
+    failing = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    if (failing <= 0) {
+        return failing;
+    }
+    if ((res = PyObject_GetAttr(out, s_batched)) == NULL) {
+        return -1;
+    }
+    batched = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    if (batched < 0) {
+        return -1;
+    }
+    return batched ? router_call(router, s_recovered, out, NULL)
+                   : PyObject_SetAttr(out, s_recovering, Py_True);
+}
+
+/* priority >= out.priority */
+static int
+meets(PyObject *priority, PyObject *out)
+{
+    PyObject *level = PyObject_GetAttr(out, s_priority);
+    int rc;
+    if (level == NULL) {
+        return -1;
+    }
+    rc = PyObject_RichCompareBool(priority, level, Py_GE);
+    Py_DECREF(level);
+    return rc;
+}
+
+static int
+attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    int rc;
+    if (value == NULL) {
+        return -1;
+    }
+    rc = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* One record, as one iteration of the pure loop. */
+static int
+route_one(PyObject *router, PyObject *const *plan, PyObject *outputs, PyObject *record,
+          PyObject *ring_append, PyObject *flushed)
+{
+    PyObject *source, *priority = NULL, *threshold = NULL, *stack = NULL, *line = NULL,
+        *full = NULL, *entry;
+    int rc = -1, below, texted, wants_stack = 0;
+    Py_ssize_t i, n;
+
+    if ((source = PyObject_GetAttr(record, s_source)) == NULL) {
+        return -1;
+    }
+    if (decide(plan[P_CACHED], plan[P_DECIDE], source, &threshold, &stack) < 0
+            || (priority = PyObject_GetAttr(record, s_priority)) == NULL
+            || (below = PyObject_RichCompareBool(priority, threshold, Py_LT)) < 0) {
+        goto done;
+    }
+    if (below) {
+        rc = ring_append != Py_None
+             ? keep_packed(ring_append, plan[P_PACK_RECORD], record) : 0;
+        goto done;
+    }
+    if ((texted = PyObject_RichCompareBool(priority, plan[P_TEXT_LEVEL], Py_GE)) < 0) {
+        goto done;
+    }
+    if (texted) {
+        if ((line = PyObject_CallOneArg(plan[P_FORMAT_LINE], record)) == NULL) {
+            goto done;
+        }
+        if (ring_append != Py_None) {
+            if ((entry = encode_line(line)) == NULL) {
+                goto done;
+            }
+            rc = call_discard(ring_append, entry);
+            Py_DECREF(entry);
+            if (rc < 0) {
+                goto done;
+            }
+            rc = -1;
+        }
+    }
+    else {
+        line = Py_NewRef(s_empty);
+        if (ring_append != Py_None && keep_packed(ring_append, plan[P_PACK_RECORD], record) < 0) {
+            goto done;
+        }
+    }
+    if ((wants_stack = PyObject_IsTrue(stack)) < 0
+            || (wants_stack && (wants_stack = attr_true(record, s_stack)) < 0)) {
+        goto done;
+    }
+    if (wants_stack) {
+        PyObject *args[2] = {record, Py_True};
+        if ((full = PyObject_Vectorcall(plan[P_FORMAT_LINE], args, 2, NULL)) == NULL) {
+            goto done;
+        }
+    }
+    else {
+        full = Py_NewRef(line);
+    }
+    n = PyTuple_GET_SIZE(outputs);
+    for (i = 0; i < n; i++) {
+        PyObject *out = PyTuple_GET_ITEM(outputs, i);
+        int wanted = meets(priority, out), is_text;
+        if (wanted < 0) {
+            goto done;
+        }
+        if (!wanted) {
+            continue;
+        }
+        if ((is_text = attr_true(out, s_text)) < 0
+                || deliver(router, out, record, is_text ? full : line) < 0) {
+            goto done;
+        }
+    }
+    if (PyTuple_GET_SIZE(flushed) > 0 && router_call(router, s_flush, flushed, NULL) < 0) {
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_DECREF(source);
+    Py_XDECREF(priority);
+    Py_XDECREF(threshold);
+    Py_XDECREF(stack);
+    Py_XDECREF(line);
+    Py_XDECREF(full);
+    return rc;
+}
+
+PyDoc_STRVAR(route_doc,
+"route($module, router, plan, records, ring_append, flush_each, /)\n--\n\n"
+"Route records as Router.route_many's loop does. plan is RouterState.plan: (cached,\n"
+"decide, text_level, outputs, flushed, pack_record, format_line); ring_append is the\n"
+"ring's append or None. The caller holds the router's lock.");
+
+static PyObject *
+route(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *router, *plan, *records, *ring_append, *seq, *flushed;
+    PyObject *const *parts;
+    Py_ssize_t i;
+    int flush_each;
+
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "route() takes 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    router = args[0];
+    plan = args[1];
+    records = args[2];
+    ring_append = args[3];
+    if (!PyTuple_CheckExact(plan) || PyTuple_GET_SIZE(plan) != P_SIZE
+            || !PyDict_CheckExact(PyTuple_GET_ITEM(plan, P_CACHED))
+            || !PyTuple_CheckExact(PyTuple_GET_ITEM(plan, P_OUTPUTS))
+            || !PyTuple_CheckExact(PyTuple_GET_ITEM(plan, P_FLUSHED))) {
+        PyErr_SetString(PyExc_TypeError, "route(): plan is not a RouterState.plan");
+        return NULL;
+    }
+    if ((flush_each = PyObject_IsTrue(args[4])) < 0
+            || (seq = PySequence_Fast(records, "records must be a sequence")) == NULL) {
+        return NULL;
+    }
+    parts = &PyTuple_GET_ITEM(plan, 0);
+    flushed = flush_each ? parts[P_FLUSHED] : empty_tuple;
+    for (i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        /* a list could shrink while a handler runs: the length is read every time, and the
+         * record is held while it is routed */
+        PyObject *record = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        int rc = route_one(router, parts, parts[P_OUTPUTS], record, ring_append, flushed);
+        Py_DECREF(record);
+        if (rc < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL, route_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_croute",
+    .m_doc = "C twin of the loop in virlogd.router.Router.route_many.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__croute(void)
+{
+    static const struct { PyObject **slot; const char *text; } names[] = {
+        {&s_source, "source"}, {&s_priority, "priority"}, {&s_stack, "stack"},
+        {&s_text, "text"}, {&s_handle, "handle"}, {&s_failing, "failing"},
+        {&s_batched, "batched"}, {&s_recovering, "recovering"}, {&s_failed, "_failed"},
+        {&s_recovered, "_recovered"}, {&s_flush, "_flush"}, {&s_empty, ""},
+        {&s_utf8, "utf-8"}, {&s_surrogateescape, "surrogateescape"}, {&s_encode, "encode"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (*names[i].slot == NULL
+                && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
+            return NULL;
+        }
+    }
+    if (empty_tuple == NULL && (empty_tuple = PyTuple_New(0)) == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}
