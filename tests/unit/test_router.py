@@ -131,3 +131,12 @@ def test_a_packed_ring_entry_dumps_as_the_same_line_as_a_formatted_one():
                    Record(4, "s", "two\nlines \udcff", pid=1, time=0.5),
                    Record(2, "s", "", func="é", line=0, pid=7, time=1e9)):
         assert entry_text(pack_record(record)) == format_line(record)
+
+
+def test_an_outputs_written_count_is_the_records_it_took(tmp_path):
+    """The two headers are not counted; every record an output accepted is (admin stats)."""
+    router = make_router(f"1:file:{tmp_path}/a.log 4:file:{tmp_path}/b.log")
+    for i in range(5):
+        router.route(Record(4 if i % 2 == 0 else 3, "app", f"m{i}"))
+    assert [out["written"] for out in router.stats()["outputs"]] == [5, 3]
+    assert messages(tmp_path / "b.log")[2:] == ["m0", "m2", "m4"]

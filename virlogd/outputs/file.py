@@ -95,6 +95,13 @@ class FileOutput(Output):
             os.close(fd)
 
     # -- records ---------------------------------------------------------------------
+    def handle(self, record, line: str) -> None:
+        if self.started:     # the usual case, in one call (this is the daemon's hot path)
+            self._pending.append(line)
+            self.written += 1
+        else:                # the headers first
+            super().handle(record, line)
+
     def emit(self, record, line: str) -> None:
         self._pending.append(line)
 
