@@ -13,6 +13,9 @@
 #define VIRLOGD_CCALLER_H
 
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h>     /* PyFrame_GetBack: declared by Python.h only from 3.11 */
+#endif
 #include <stdint.h>
 
 #include "_ccompat.h"
@@ -46,7 +49,8 @@ frame_line(PyFrameObject *frame, PyCodeObject *code)
 }
 #endif
 
-/* New references to the function name, the line (an int) and, when file is not NULL, the
+/* New references to the function name, the line (an int, or None when the code does not
+ * know it) and, when file is not NULL, the
  * file name; -1 with ValueError as sys._getframe raises it. */
 static int
 call_site(long depth, PyObject **func, PyObject **line, PyObject **file)
@@ -65,7 +69,9 @@ call_site(long depth, PyObject **func, PyObject **line, PyObject **file)
         return -1;
     }
     PyCodeObject *code = PyFrame_GetCode(frame);
-    *line = PyLong_FromLong(frame_line(frame, code));
+    int number = frame_line(frame, code);
+    /* an unknown line is None, as f_lineno gives it */
+    *line = number < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(number);
     Py_DECREF(frame);
     if (*line == NULL) {
         Py_DECREF(code);

@@ -1,9 +1,11 @@
 /* The C twin of framequeue.py: the Client's queue of frames, one append per record.
  *
  * The pure-Python queue takes a lock around its list; here every method runs with the GIL
- * held and never releases it (nothing in them calls back into Python before the state is
- * consistent), so the GIL alone makes each one atomic. push() calls on_first / on_full
- * only once the frame is queued and the counters are right, as the Python one does.
+ * held and never releases it, and the state is consistent before anything that could run
+ * Python code (a hook, freeing a frame whose finaliser uses the queue, an allocation that
+ * starts the garbage collector), so the GIL alone makes each one atomic. push() calls
+ * on_first / on_full only once the frame is queued and the counters are right, as the Python
+ * one does.
  *
  * on_first / on_full are usually bound methods of the Client that owns the queue: a
  * reference cycle, so the type takes part in garbage collection.
@@ -31,8 +33,12 @@ static int
 check_frame(PyObject *frame)
 {
     if (!PyBytes_Check(frame)) {
-        PyErr_Format(PyExc_TypeError, "frame must be bytes, not %.200s",
-                     Py_TYPE(frame)->tp_name);
+        /* the type's __name__, as the Python twin says it (tp_name may hold the module) */
+        PyObject *name = PyObject_GetAttrString((PyObject *)Py_TYPE(frame), "__name__");
+        if (name != NULL) {
+            PyErr_Format(PyExc_TypeError, "frame must be bytes, not %S", name);
+            Py_DECREF(name);
+        }
         return -1;
     }
     return 0;
@@ -125,8 +131,8 @@ Queue_put_back(QueueObject *self, PyObject *iterable)
         Py_DECREF(merged);
         return NULL;
     }
-    Py_SETREF(self->frames, merged);
     self->size += added;
+    Py_SETREF(self->frames, merged);
     Py_RETURN_NONE;
 }
 
@@ -144,13 +150,21 @@ Queue_drop_oldest(QueueObject *self, PyObject *arg)
         return NULL;
     }
     count = count < 0 ? 0 : (count > have ? have : count);
-    for (i = 0; i < count; i++) {
-        freed += PyBytes_GET_SIZE(PyList_GET_ITEM(self->frames, i));
+    if (count > 0) {
+        /* the rest in a new list, swapped in before the dropped frames are freed: freeing
+         * one can run a finaliser that uses this queue, and it must find it consistent */
+        PyObject *rest = PyList_GetSlice(self->frames, count, have), *old;
+        if (rest == NULL) {
+            return NULL;
+        }
+        for (i = 0; i < count; i++) {
+            freed += PyBytes_GET_SIZE(PyList_GET_ITEM(self->frames, i));
+        }
+        old = self->frames;
+        self->frames = rest;
+        self->size -= freed;
+        Py_DECREF(old);
     }
-    if (count > 0 && PyList_SetSlice(self->frames, 0, count, NULL) < 0) {
-        return NULL;
-    }
-    self->size -= freed;
     return PyLong_FromSsize_t(count);
 }
 

@@ -26,6 +26,51 @@ static PyObject *empty_tuple;      /* () */
 enum { P_CACHED, P_DECIDE, P_TEXT_LEVEL, P_OUTPUTS, P_FLUSHED, P_PACK_RECORD, P_FORMAT_LINE,
        P_SIZE };
 
+/* "a, b = value" for anything but an exact pair, with Python's errors; steals value */
+static int
+unpack_pair(PyObject *value, PyObject **first, PyObject **second)
+{
+    PyObject *it = PyObject_GetIter(value), *items[3] = {NULL, NULL, NULL};
+    Py_ssize_t got = 0;
+    int rc = -1;
+
+    if (it == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) && Py_TYPE(value)->tp_iter == NULL
+                && !PySequence_Check(value)) {
+            PyErr_Format(PyExc_TypeError, "cannot unpack non-iterable %.200s object",
+                         Py_TYPE(value)->tp_name);
+        }
+        Py_DECREF(value);
+        return -1;
+    }
+    Py_DECREF(value);
+    while (got < 3 && (items[got] = PyIter_Next(it)) != NULL) {
+        got++;
+    }
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    if (got < 2) {
+        PyErr_Format(PyExc_ValueError, "not enough values to unpack (expected 2, got %zd)",
+                     got);
+    }
+    else if (got > 2) {
+        PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
+    }
+    else {
+        *first = items[0];
+        *second = items[1];
+        items[0] = items[1] = NULL;
+        rc = 0;
+    }
+done:
+    Py_DECREF(it);
+    Py_XDECREF(items[0]);
+    Py_XDECREF(items[1]);
+    Py_XDECREF(items[2]);
+    return rc;
+}
+
 /* cached.get(source) or decide(source), unpacked as (threshold, stack): new references */
 static int
 decide(PyObject *cached, PyObject *decide_fn, PyObject *source, PyObject **threshold,
@@ -52,16 +97,13 @@ decide(PyObject *cached, PyObject *decide_fn, PyObject *source, PyObject **thres
     if (decision == NULL) {
         return -1;
     }
-    if (!PyTuple_CheckExact(decision) || PyTuple_GET_SIZE(decision) != 2) {
-        PyErr_SetString(PyExc_TypeError, "a filter decision must be a (threshold, stack) "
-                        "tuple");
+    if (PyTuple_CheckExact(decision) && PyTuple_GET_SIZE(decision) == 2) {
+        *threshold = Py_NewRef(PyTuple_GET_ITEM(decision, 0));
+        *stack = Py_NewRef(PyTuple_GET_ITEM(decision, 1));
         Py_DECREF(decision);
-        return -1;
+        return 0;
     }
-    *threshold = Py_NewRef(PyTuple_GET_ITEM(decision, 0));
-    *stack = Py_NewRef(PyTuple_GET_ITEM(decision, 1));
-    Py_DECREF(decision);
-    return 0;
+    return unpack_pair(decision, threshold, stack);
 }
 
 static int
@@ -113,17 +155,39 @@ router_call(PyObject *router, PyObject *name, PyObject *arg1, PyObject *arg2)
     return 0;
 }
 
-/* try: out.handle(record, line) / except Exception as err: router._failed(out, err) /
- * else: if out.failing: (router._recovered(out) if out.batched else out.recovering = True) */
 static int
-deliver(PyObject *router, PyObject *out, PyObject *record, PyObject *line)
+attr_true(PyObject *obj, PyObject *name)
 {
-    PyObject *args[3] = {out, record, line};
-    PyObject *res = PyObject_VectorcallMethod(s_handle, args, 3, NULL);
+    PyObject *value = PyObject_GetAttr(obj, name);
+    int rc;
+    if (value == NULL) {
+        return -1;
+    }
+    rc = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* try: out.handle(record, full if out.text else line)
+ * except Exception as err: router._failed(out, err)
+ * else: if out.failing: (router._recovered(out) if out.batched else out.recovering = True)
+ * All of the try line is inside the try, in Python's order: handle, then text. */
+static int
+deliver(PyObject *router, PyObject *out, PyObject *record, PyObject *full, PyObject *line)
+{
+    PyObject *handle = PyObject_GetAttr(out, s_handle), *res = NULL;
     int failing, batched;
 
+    if (handle != NULL) {
+        int is_text = attr_true(out, s_text);
+        if (is_text >= 0) {
+            PyObject *args[2] = {record, is_text ? full : line};
+            res = PyObject_Vectorcall(handle, args, 2, NULL);
+        }
+        Py_DECREF(handle);
+    }
     if (res == NULL) {
-        PyObject *type, *value, *tb;
+        PyObject *type, *value, *tb, *saved[3];
         int rc;
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             return -1;                     /* KeyboardInterrupt, SystemExit...: let it out */
@@ -133,10 +197,14 @@ deliver(PyObject *router, PyObject *out, PyObject *record, PyObject *line)
         if (tb != NULL) {
             PyException_SetTraceback(value, tb);
         }
+        /* handled, as in an except block: sys.exc_info() is the error, and one raised by
+         * _failed gets it as its __context__ */
+        PyErr_GetExcInfo(&saved[0], &saved[1], &saved[2]);
+        Py_XINCREF(value);
+        PyErr_SetExcInfo(type, value, tb);          /* steals the three */
         rc = router_call(router, s_failed, out, value);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        Py_DECREF(value);
+        PyErr_SetExcInfo(saved[0], saved[1], saved[2]);
         return rc;
     }
     Py_DECREF(res);
@@ -171,19 +239,6 @@ meets(PyObject *priority, PyObject *out)
     }
     rc = PyObject_RichCompareBool(priority, level, Py_GE);
     Py_DECREF(level);
-    return rc;
-}
-
-static int
-attr_true(PyObject *obj, PyObject *name)
-{
-    PyObject *value = PyObject_GetAttr(obj, name);
-    int rc;
-    if (value == NULL) {
-        return -1;
-    }
-    rc = PyObject_IsTrue(value);
-    Py_DECREF(value);
     return rc;
 }
 
@@ -251,15 +306,11 @@ route_one(PyObject *router, PyObject *const *plan, PyObject *outputs, PyObject *
     n = PyTuple_GET_SIZE(outputs);
     for (i = 0; i < n; i++) {
         PyObject *out = PyTuple_GET_ITEM(outputs, i);
-        int wanted = meets(priority, out), is_text;
+        int wanted = meets(priority, out);
         if (wanted < 0) {
             goto done;
         }
-        if (!wanted) {
-            continue;
-        }
-        if ((is_text = attr_true(out, s_text)) < 0
-                || deliver(router, out, record, is_text ? full : line) < 0) {
+        if (wanted && deliver(router, out, record, full, line) < 0) {
             goto done;
         }
     }

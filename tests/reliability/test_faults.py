@@ -92,8 +92,10 @@ def kill_under_a_stream(tmp_path, *, total, hold, under_way, unread):
     client = python(STREAMER, d.env, d.socket, str(hold), str(total))
     again = None
     try:
-        wait_for(lambda: max(seqs(log.read_text().splitlines()) or [0]) >= under_way, 20,
-                 "the stream to be under way")
+        # the socket accepts before the outputs are open (the kernel queues a client that
+        # connects early), so the file may not exist yet when the stream starts
+        wait_for(lambda: log.exists() and max(seqs(log.read_text().splitlines()) or [0])
+                 >= under_way, 20, "the stream to be under way")
         if unread:
             d.kill(signal.SIGSTOP)
             time.sleep(0.3)

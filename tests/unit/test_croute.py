@@ -146,3 +146,93 @@ def test_an_error_outside_an_output_comes_out_after_the_records_before_it(use_c)
                            Record(3, "s", "second", time=1.0, pid=1)])
     assert [entry[:3] for entry in journal] == [("handle", "good", "first")]
     assert len(router.ring.entries()) == 1
+
+
+def _router_of(outs, use_c, filters=None):
+    state = RouterState(filters or FilterSet([], 1), outs)
+    if not use_c:
+        state.plan = None
+    return Router(state, RingBuffer(1024), report_interval=1000)
+
+
+BOTH = [pytest.param(True, marks=in_use, id="c"), pytest.param(False, id="pure")]
+
+
+class BrokenText(Scripted):
+    reads = 0
+
+    @property
+    def text(self):
+        BrokenText.reads += 1
+        if BrokenText.reads > 1:          # the first read is RouterState's text_level
+            raise RuntimeError("text broke")
+        return True
+
+    @text.setter
+    def text(self, value):
+        pass
+
+
+@pytest.mark.parametrize("use_c", BOTH)
+def test_an_output_attribute_that_fails_in_the_handle_line_is_that_outputs_failure(use_c):
+    """Everything on the line `out.handle(record, full if out.text else line)` is inside the
+    try: the output fails and is counted, the router carries on."""
+    BrokenText.reads = 0
+    journal = []
+    broken = BrokenText("broken", 1, True, False, {}, journal)
+    good = Scripted("good", 1, False, False, {}, journal)
+    router = _router_of([broken, good], use_c)
+    router.route_many([Record(3, "s", "m0", time=1.0, pid=1)])
+    assert (broken.failed, broken.last_error) == (1, "RuntimeError: text broke")
+    assert [entry[:3] for entry in journal if entry[0] == "handle"] == [
+        ("handle", "good", "output 'broken' failed: RuntimeError: text broke (1 failure so far)"),
+        ("handle", "good", "m0")]                           # the router carried on
+
+
+@pytest.mark.parametrize("use_c", BOTH)
+def test_failed_runs_as_an_except_block_does(use_c):
+    """Inside _failed, sys.exc_info() is the output's error (what an except block sees)."""
+    import sys
+    seen = []
+
+    class Watching(Router):
+        def _failed(self, failing, err):
+            seen.append((sys.exc_info()[0], err))
+            super()._failed(failing, err)
+    outs = [Scripted("bad", 1, True, False, {"m0": "fail"}, [])]
+    state = RouterState(FilterSet([], 1), outs)
+    if not use_c:
+        state.plan = None
+    Watching(state).route_many([Record(3, "s", "m0", time=1.0, pid=1)])
+    assert seen[0][0] is OSError and str(seen[0][1]) == "[Errno 5] bad cannot write m0"
+    assert sys.exc_info() == (None, None, None)
+
+
+class Deciding(FilterSet):
+    """A filter set whose decisions are whatever the test says (and never cached)."""
+    answer = staticmethod(lambda: None)
+
+    def decide(self, source):
+        return Deciding.answer()
+
+
+@pytest.mark.parametrize("use_c", BOTH)
+@pytest.mark.parametrize("answer, error", [
+    (lambda: [3, False], None),
+    (lambda: iter((3, False)), None),
+    (lambda: (3, False, 1), (ValueError, "too many values to unpack (expected 2)")),
+    (lambda: (3,), (ValueError, "not enough values to unpack (expected 2, got 1)")),
+    (lambda: None, (TypeError, "cannot unpack non-iterable NoneType object")),
+])
+def test_a_filter_decision_is_unpacked_as_python_does(use_c, answer, error):
+    Deciding.answer = staticmethod(answer)
+    journal = []
+    router = _router_of([Scripted("o", 1, True, False, {}, journal)], use_c,
+                        Deciding([], 1))
+    if error is None:
+        router.route_many([Record(3, "s", "m0", time=1.0, pid=1)])
+        assert [entry[:3] for entry in journal] == [("handle", "o", "m0")]
+    else:
+        with pytest.raises(error[0]) as err:
+            router.route_many([Record(3, "s", "m0", time=1.0, pid=1)])
+        assert str(err.value) == error[1]

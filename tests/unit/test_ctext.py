@@ -291,3 +291,12 @@ def test_pack_here_gives_what_pure_python_gives(priority, msg, args, pid):
     if c[0] == py[0] == "returned":
         c, py = _without_time(c[2]), _without_time(py[2])
     assert c == py
+
+
+@pytest.mark.parametrize("pack_here", HERE_IMPLS)
+def test_pack_here_a_line_the_code_does_not_know_is_zero(pack_here):
+    """f_lineno is None for code without a line table: packed as 0, as pack_parts does."""
+    def caller():
+        return pack_here(2, "m", (), 1, 0)
+    caller.__code__ = caller.__code__.replace(co_linetable=b"")
+    assert struct.unpack_from("<xdiiBH", caller())[2] == 0

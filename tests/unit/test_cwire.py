@@ -444,3 +444,12 @@ def test_here_at_gives_what_pure_python_gives(msg, args, pid, source):
             return ("raised", type(err), str(err))
         return tuple((getattr(rec, name), type(getattr(rec, name))) for name in SLOTS)
     assert outcome(wire._cwire.here_at) == outcome(wire._here_at_py)
+
+
+@pytest.mark.parametrize("here_at", HERE_AT)
+def test_here_at_a_line_the_code_does_not_know_is_none(here_at):
+    """f_lineno is None for code without a line table; so is the record's line."""
+    def caller():
+        return here_at(2, "s", "m", (), 1, 0)
+    caller.__code__ = caller.__code__.replace(co_linetable=b"")
+    assert caller().line is None

@@ -239,3 +239,21 @@ def test_the_twins_agree_on_any_sequence_of_operations(ops, flush_bytes, hold):
             seen.append((len(q), q.size, len(calls.log)))
         runs.append((seen, calls.log, q.take()))
     assert runs[0] == runs[1]
+
+
+@pytest.mark.skipif(len(IMPLS) < 2, reason="the C twin is not built")
+def test_a_frame_freed_by_drop_oldest_finds_the_queue_consistent():
+    """Freeing a dropped frame can run a finaliser that uses the queue (the C twin has no
+    lock: it must be consistent before anything is freed). The pure twin's lock would
+    deadlock here, which is why only the C one is asked."""
+    q, _ = make(IMPLS[1].values[0], flush_bytes=100)
+    seen = []
+
+    class Watched(bytes):
+        def __del__(self):
+            seen.append((len(q), q.size, q.take()))
+    q.push(Watched(b"x" * 10))
+    q.push(b"y" * 5)
+    assert q.drop_oldest(1) == 1
+    assert seen == [(1, 5, [b"y" * 5])]
+    assert (len(q), q.size) == (0, 0)
