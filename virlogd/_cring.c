@@ -255,22 +255,14 @@ entry_at(const CoreObject *c, Py_ssize_t at, Py_ssize_t len)
     return entry;
 }
 
-PyDoc_STRVAR(Core_entries__doc__,
-"entries($self, /)\n--\n\n"
-"Every stored entry as bytes, oldest first.");
-
-static PyObject *
-Core_entries(CoreObject *self, PyObject *Py_UNUSED(ignored))
+/* Append every stored entry to out, oldest first. The pointers are read only here, after
+ * the caller allocated out: allocating a list can start the garbage collector, whose
+ * finalisers can let another thread append, and nothing below can. */
+static int
+collect(CoreObject *self, PyObject *out)
 {
-    PyObject *out;
     Py_ssize_t at = self->tail, left = self->used;
 
-    if (left == 0) {
-        return PyList_New(0);      /* as ring.py: an empty ring reads back even if closed */
-    }
-    if (check_open(self) < 0 || (out = PyList_New(0)) == NULL) {
-        return NULL;
-    }
     while (left >= PREFIX) {
         uint32_t prefix = length_at(self, at);
         Py_ssize_t len;
@@ -282,13 +274,56 @@ Core_entries(CoreObject *self, PyObject *Py_UNUSED(ignored))
         entry = entry_at(self, at, len);
         if (entry == NULL || PyList_Append(out, entry) < 0) {
             Py_XDECREF(entry);
-            Py_DECREF(out);
-            return NULL;
+            return -1;
         }
         Py_DECREF(entry);
         at = (at + PREFIX + len) % self->capacity;
         left -= PREFIX + len;
     }
+    return 0;
+}
+
+PyDoc_STRVAR(Core_entries__doc__,
+"entries($self, /)\n--\n\n"
+"Every stored entry as bytes, oldest first.");
+
+static PyObject *
+Core_entries(CoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out;
+
+    if (self->used == 0) {
+        return PyList_New(0);      /* as ring.py: an empty ring reads back even if closed */
+    }
+    if (check_open(self) < 0 || (out = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    if (collect(self, out) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+PyDoc_STRVAR(Core_take__doc__,
+"take($self, /)\n--\n\n"
+"entries() then clear(), as one step: an append from another thread (the library's\n"
+"lock-free debug path) lands wholly before it, and is taken, or wholly after.");
+
+static PyObject *
+Core_take(CoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+
+    if (out == NULL) {
+        return NULL;
+    }
+    if (self->used != 0 && (check_open(self) < 0 || collect(self, out) < 0)) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    self->head = self->tail = self->used = 0;
+    publish(self);
     return out;
 }
 
@@ -325,6 +360,7 @@ static PyMethodDef Core_methods[] = {
     {"append_many", (PyCFunction)Core_append_many, METH_O, Core_append_many__doc__},
     {"entries", (PyCFunction)Core_entries, METH_NOARGS, Core_entries__doc__},
     {"clear", (PyCFunction)Core_clear, METH_NOARGS, Core_clear__doc__},
+    {"take", (PyCFunction)Core_take, METH_NOARGS, Core_take__doc__},
     {"release", (PyCFunction)Core_release, METH_NOARGS, Core_release__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -185,7 +185,7 @@ def getLogger(name: str) -> "Logger":   # noqa: N802 - the stdlib's spelling, on
 class Logger:
     """Logs records from one source; ``name`` is what filters match."""
 
-    __slots__ = ("name", "_min", "_router", "_stack", "_threshold")
+    __slots__ = ("name", "_min", "_router", "_stack", "_threshold", "_keep")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -196,11 +196,15 @@ class Logger:
         self._min = 1 if router.ring is not None else threshold
         self._threshold = threshold
         self._router = router
+        # a C ring's append is atomic under the GIL and dumps take the ring in one call, so a
+        # call only the ring wants needs neither the router's lock nor a Python frame
+        ring = router.ring
+        self._keep = ring.append if ring is not None and ring.atomic_append else router.keep
 
     def debug(self, msg: str, *args, **meta) -> None:
         if self._min <= 1:
             if self._threshold > 1 and not meta:     # only the ring wants it
-                self._router.keep(_pack_here(1, msg, args, _pid[0], 1))
+                self._keep(_pack_here(1, msg, args, _pid[0], 1))
             elif meta or self._stack:
                 self._log(1, msg, args, meta)
             else:                                      # the usual call
@@ -211,7 +215,7 @@ class Logger:
     def info(self, msg: str, *args, **meta) -> None:
         if self._min <= 2:
             if self._threshold > 2 and not meta:     # only the ring wants it
-                self._router.keep(_pack_here(2, msg, args, _pid[0], 1))
+                self._keep(_pack_here(2, msg, args, _pid[0], 1))
             elif meta or self._stack:
                 self._log(2, msg, args, meta)
             else:                                      # the usual call
@@ -222,7 +226,7 @@ class Logger:
     def warning(self, msg: str, *args, **meta) -> None:
         if self._min <= 3:
             if self._threshold > 3 and not meta:     # only the ring wants it
-                self._router.keep(_pack_here(3, msg, args, _pid[0], 1))
+                self._keep(_pack_here(3, msg, args, _pid[0], 1))
             elif meta or self._stack:
                 self._log(3, msg, args, meta)
             else:                                      # the usual call

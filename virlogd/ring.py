@@ -73,6 +73,9 @@ def _walk(area, capacity: int, tail: int, used: int) -> List[bytes]:
 class RingBuffer:
     __slots__ = ("capacity", "_area", "_head", "_tail", "_used", "_map", "_fd", "path",
                  "skipped", "_sizes")
+    # whether append() is one C call, atomic under the GIL: the library's debug path then
+    # appends without the router's lock (take() keeps dumps whole); Python's is not
+    atomic_append = False
 
     def __new__(cls, capacity: int, path: Optional[str] = None, *, _pure: bool = False):
         # _pure (private): this one instance in pure Python, whatever was built (the tests)
@@ -163,6 +166,12 @@ class RingBuffer:
     def __len__(self) -> int:
         return len(self.entries())
 
+    def take(self) -> List[bytes]:
+        """``entries()`` then ``clear()``: what a dump reads and empties."""
+        entries = self.entries()
+        self.clear()
+        return entries
+
     def clear(self) -> None:
         self._head = self._tail = self._used = 0
         self._sizes.clear()
@@ -218,6 +227,7 @@ class _NativeRingBuffer(RingBuffer):
     stays unused: the core owns it.
     """
     __slots__ = ("_core", "append")
+    atomic_append = True
 
     def __init__(self, capacity: int, path: Optional[str] = None, *,
                  _pure: bool = False) -> None:
@@ -257,6 +267,15 @@ class _NativeRingBuffer(RingBuffer):
     @skipped.setter
     def skipped(self, value: int) -> None:
         self._core.skipped = value
+
+    def take(self) -> List[bytes]:
+        """``entries()`` then ``clear()`` in one C call, so an ``append`` made without the
+        router's lock (the library's debug path, atomic under the GIL) is either taken or
+        left for the next dump, never lost in between."""
+        entries = self._core.take()
+        if self._map is not None:
+            self._save(RUNNING)
+        return entries
 
     def clear(self) -> None:
         self._core.clear()

@@ -112,10 +112,11 @@ class Router:
                     self._flush(flushed)
 
     def keep(self, entry: bytes) -> None:
-        """A record only the ring wants, already packed (``pack_parts``): the library's debug
-        fast path, which builds no Record for a call that may never be read."""
+        """A record only the ring wants, already packed (``pack_here``): the library's debug
+        fast path, which builds no Record for a call that may never be read. Not counted in
+        ``received``, which counts routed records; with a C ring the library appends to the
+        ring directly (``RingBuffer.atomic_append``) and does not come here."""
         with self._lock:
-            self.received += 1
             ring = self.ring
             if ring is not None:
                 ring.append(entry)
@@ -190,8 +191,7 @@ class Router:
         with self._lock:
             self._flush(self.state.outputs)
             if entries is None and self.ring is not None:
-                entries = self.ring.entries()
-                self.ring.clear()
+                entries = self.ring.take()
             lines = None if entries is None else [entry_text(entry) for entry in entries]
             text = dump_text(reason, lines, recovered=recovered)
             targets = [out for out in self.state.outputs if out.text]

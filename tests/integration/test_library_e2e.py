@@ -137,3 +137,37 @@ def test_calls_only_the_ring_keeps_dump_like_routed_ones_in_order(tmp_path):
                                 "debug : probe:9 : routed",
                                 "warning : probe:10 : w %%s kept",
                                 "warning : probe:11 : fields go the long way"]
+
+
+def test_calls_only_the_ring_keeps_are_never_lost_to_a_concurrent_dump(tmp_path):
+    """With the C ring, such calls append without the router's lock; a dump takes the ring in
+    one step, so each record is in exactly one dump (or still in the ring), in its thread's
+    order."""
+    program = textwrap.dedent("""
+        import sys, threading, virlogd
+        sys.setswitchinterval(1e-5)       # switch threads often: dumps land mid-stream
+        virlogd.configure(level=4, outputs="4:file:%s", buffer_size=16384)
+        log = virlogd.getLogger("busy")
+        def work(tid):
+            for i in range(20000):
+                log.debug("t%%d %%d", tid, i)
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        dumps = 0
+        while any(t.is_alive() for t in threads):
+            dumps += 1
+            virlogd.dump_buffer("Dump")
+        for t in threads:
+            t.join()
+        virlogd.dump_buffer("Dump")
+        print(dumps + 1)
+    """ % (tmp_path / "out.log"))
+    result = run_program(tmp_path, program)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "out.log").read_text()
+    assert text.count("Dump dumping internal log buffer") == int(result.stdout) > 2
+    seen = {t: [] for t in range(4)}
+    for tid, i in re.findall(r": debug : <?\w+>?:\d+ : t(\d) (\d+)$", text, re.M):
+        seen[int(tid)].append(int(i))
+    assert all(seen[t] == list(range(20000)) for t in range(4))

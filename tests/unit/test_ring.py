@@ -134,6 +134,26 @@ def test_clear_empties_the_buffer(make):
     assert ring.entries() == [b"b\n"]
 
 
+def test_take_is_entries_then_clear_and_the_file_header_follows(make, tmp_path):
+    """What a dump reads and empties in one step; a mapped ring's header says empty."""
+    ring = make(100, str(tmp_path / "ring"))
+    ring.append(b"a\n")
+    ring.append(b"b\n")
+    assert ring.take() == [b"a\n", b"b\n"]
+    assert (ring.entries(), ring.used, ring.take()) == ([], 0, [])
+    assert not RingBuffer.recover(str(tmp_path / "ring"))      # the header says empty too
+    ring.append(b"c\n")
+    # as a crash would leave it: the header says what is in the ring now
+    assert RingBuffer.recover(str(tmp_path / "ring")) == [b"c\n"]
+    ring.close()
+
+
+def test_only_the_c_ring_appends_atomically(make, impl):
+    """The library appends without the router's lock only to a ring whose append is one C
+    call (atomic under the GIL)."""
+    assert make(100).atomic_append is (impl == "c")
+
+
 def test_a_cleanly_closed_file_has_nothing_to_recover(make, tmp_path):
     """A clean stop leaves nothing to recover."""
     path = str(tmp_path / "ring")
