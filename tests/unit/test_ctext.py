@@ -16,6 +16,8 @@ from hypothesis import example, given, settings, strategies as st
 from virlogd import native, textformat
 from virlogd.record import Record
 
+from callargs import MESSAGES
+
 C = textformat._NATIVE
 in_use = pytest.mark.skipif(C is None, reason="the C twin of textformat is not in use "
                             "(not built, or VIRLOGD_PURE_PYTHON=1)")
@@ -269,18 +271,10 @@ def test_pack_here_refuses_a_bad_depth_as_sys_getframe_does(pack_here):
         ("raised", ValueError, "call stack is not deep enough")
 
 
-class _Odd:
-    def __str__(self):
-        return "odd"
-
-    def __mod__(self, args):
-        return "odd %r" % (args,)
-
-
 @in_use
 @settings(max_examples=500, deadline=None)
 @given(priority=priorities, pid=pids,
-       msg=st.one_of(texts, st.sampled_from(["%s", "%d %s", "%(x)s", "100%", _Odd(), 7, b"b"])),
+       msg=st.one_of(texts, st.sampled_from(MESSAGES)),
        args=st.one_of(st.just(()), st.lists(st.one_of(st.integers(), texts), max_size=3)
                       .map(tuple)))
 def test_pack_here_gives_what_pure_python_gives(priority, msg, args, pid):

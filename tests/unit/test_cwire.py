@@ -17,6 +17,8 @@ from virlogd import native, wire
 from virlogd.errors import ProtocolError
 from virlogd.record import Record
 
+from callargs import MESSAGES
+
 in_use = pytest.mark.skipif(wire._cframes is None, reason="the C twin of wire is not in use "
                             "(not built, or VIRLOGD_PURE_PYTHON=1)")
 
@@ -421,18 +423,9 @@ def test_here_at_refuses_a_bad_depth_as_sys_getframe_does(here_at):
         here_at(1, "s", "m", (), 1, 10 ** 4)
 
 
-class _Odd:
-    def __str__(self):
-        return "odd"
-
-    def __mod__(self, args):
-        return "odd %r" % (args,)
-
-
 @in_use
 @settings(max_examples=300, deadline=None)
-@given(msg=st.one_of(any_text, st.sampled_from(["%s", "%d %s", "%(x)s", "100%", _Odd(), 7,
-                                                 b"b"])),
+@given(msg=st.one_of(any_text, st.sampled_from(MESSAGES)),
        args=st.one_of(st.just(()), st.lists(st.one_of(st.integers(), any_text), max_size=3)
                       .map(tuple), st.sampled_from([[], [1], {"x": 1}, 0, None])),
        pid=st.one_of(st.integers(), st.none()), source=optional_text)
