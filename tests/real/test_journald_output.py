@@ -154,7 +154,8 @@ def test_a_journald_outage_mid_stream_is_reported_on_the_other_output_and_surviv
 
 
 def test_a_restart_between_two_records_loses_neither(real_journald, tmp_path):
-    """The socket path is looked up on each send: the new journald gets the next record."""
+    """The sender was connected to the old journald: it connects again, and the new journald
+    gets the next record, with no failure counted."""
     run_id = uuid.uuid4().hex
     proc = subprocess.Popen([sys.executable, write_program(tmp_path, STREAM_PROGRAM,
                                                            RUN=run_id, LOG=str(tmp_path / "l"))],

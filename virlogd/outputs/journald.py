@@ -8,10 +8,10 @@ for a protocol that is twenty lines of Python. So this module speaks the protoco
 exactly what ``sd_journal_sendv`` does inside, and what libvirt's ``virLogOutputToJournald``
 does — and the tests compare the result with ``journal.send`` field for field:
 
-* one datagram per record to the journal socket, from our own unconnected ``AF_UNIX``
-  socket (``dgram.DatagramSender``: the path is looked up on every send, so a restarted
-  journald is picked up with no reconnect step; a full journald costs a bounded wait, then
-  drops that are counted);
+* one datagram per record to the journal socket, from our own ``AF_UNIX`` socket
+  (``dgram.DatagramSender``: connected, and connected again to the socket at the path when
+  journald restarts, for the record that found it gone; a full journald costs a bounded
+  wait, then drops that are counted);
 * ``NAME=value\\n`` per field, or, when the value holds a newline (or NUL), the binary-safe
   form ``NAME\\n`` + 64-bit little-endian length + bytes + ``\\n``; ``str`` values are UTF-8
   with ``surrogateescape`` (undecodable bytes a client sent come back as the same bytes),

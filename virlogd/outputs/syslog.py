@@ -12,9 +12,9 @@ ident alone, like libvirt's ``openlog(ident, 0, ...)`` (no ``LOG_PID``: the payl
 starts with the pid). PAYLOAD is ``textformat.syslog_payload``: the text line without our
 timestamp, so syslog's own is the only one.
 
-The socket is unconnected and ``/dev/log`` is looked up on every send (``dgram``), so when
-the syslog daemon restarts and its socket disappears and comes back, the next record after
-its return gets through; while it is gone ``emit`` raises and the router counts and reports
+The socket is connected to ``/dev/log`` and connected again when the receiver it found goes
+away (``dgram``), so when the syslog daemon restarts and its socket disappears and comes
+back, the next record after its return gets through; while it is gone ``emit`` raises and the router counts and reports
 it. A payload beyond ``MAX_DATAGRAM`` bytes is cut there (syslog daemons truncate far
 earlier: rsyslog at 8 kB by default), never refused.
 """
