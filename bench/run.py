@@ -365,8 +365,9 @@ def render(rows, once, goal_list, info, args) -> str:
         out.append("- Goal 8: the contract makes a relayed record carry `OBJECT_PID` (DESIGN "
                    "§4), and journald then looks the client up and adds its `OBJECT_COMM`, "
                    "`OBJECT_EXE`, `OBJECT_CMDLINE`... to every entry: the `journald_relayed` "
-                   "row sends exactly those entries straight to journald, so the second goal-8 "
-                   "line shows what virlogd itself adds.")
+                   "row sends exactly those entries straight to journald, naming another live "
+                   "process as virlogd names its client, so the second goal-8 line shows what "
+                   "virlogd itself adds.")
     if "stdlib_floor" in rows:
         out.append("- Goal 4: a `logging` call costs the floor row (LogRecord, findCaller, the "
                    "handler lock) before any handler works, so no handler can be under 0.5× "

@@ -8,7 +8,9 @@
  *   journal  TARGET = journald native socket; one native-protocol datagram per send()
  *   journal-relayed  the same, but each datagram holds the fields virlogd's journald output
  *            writes for a record relayed for a client (virlogd/outputs/journald.py), the client
- *            being this process: what journald alone does with virlogd's entries
+ *            being another live process (our parent, the harness), as it is behind virlogd:
+ *            journald then keeps two processes' contexts per entry, the sender's and the
+ *            object's. What journald alone does with virlogd's entries
  *   virlogd  TARGET = virlogd client socket; greeting, then BATCH frames per write();
  *            TAG is the records' source
  *
@@ -127,7 +129,7 @@ int main(int argc, char **argv) {
             h = snprintf(head, sizeof head, "SYSLOG_IDENTIFIER=bench\nPRIORITY=6\nBENCH_RUN=%s\nMESSAGE=", tag);
             blen = msglen - h - 1;
         } else {        /* virlogd's field order; MESSAGE last here, the same bytes */
-            int pid = (int)getpid();
+            int pid = (int)getppid();    /* the client virlogd would relay for: not us */
             h = snprintf(head, sizeof head, "PRIORITY=6\nSYSLOG_FACILITY=3\nLIBVIRT_SOURCE=%s\n"
                          "SYSLOG_IDENTIFIER=%s\nSYSLOG_PID=%d\nOBJECT_PID=%d\nOBJECT_UID=%d\n"
                          "OBJECT_GID=%d\nMESSAGE=", tag, tag, pid, pid, (int)getuid(),
