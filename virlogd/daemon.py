@@ -2,8 +2,10 @@
 
 One thread runs everything (``loop.EventLoop``): client reads, admin requests, periodic
 output housekeeping, signal work. Start-up order matters and is the contract with systemd:
-outputs first (so a recovered buffer has somewhere to go), then the sockets, and only once
-they accept, ``READY=1``. Shutdown is the reverse, and loses nothing: stop accepting, read
+the sockets are claimed first (bound and listening, so a second instance is refused before
+it touches the ring file; a client that connects now waits in the kernel's queue), then the
+ring is recovered and the outputs opened (so a recovered buffer has somewhere to go), then
+the sockets are served, and only then ``READY=1``. Shutdown is the reverse, and loses nothing: stop accepting, read
 what every client already sent, flush every output, mark the ring clean.
 """
 from __future__ import annotations
