@@ -34,12 +34,23 @@ MAX_DATAGRAM = 64 * 1024
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+_last_second = (None, "")     # (second, its timestamp), replaced whole: thread-safe
+
+
 def rfc3164_timestamp(when: float) -> str:
     """``Nov  3 14:29:04``: local time, day padded with a space, English month names
-    whatever the locale (what syslog daemons parse)."""
+    whatever the locale (what syslog daemons parse). Cached per second: ``localtime`` costs
+    a microsecond a record here, and local time (DST included) only changes on a second."""
+    global _last_second
+    second = when // 1
+    cached = _last_second
+    if cached[0] == second:
+        return cached[1]
     tm = time.localtime(when)
-    return f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} {tm.tm_hour:02d}:{tm.tm_min:02d}:" \
+    text = f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} {tm.tm_hour:02d}:{tm.tm_min:02d}:" \
            f"{tm.tm_sec:02d}"
+    _last_second = (second, text)
+    return text
 
 
 def format_datagram(record, ident: str) -> bytes:
