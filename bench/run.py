@@ -383,7 +383,7 @@ def render(rows, once, goal_list, info, args) -> str:
 
 def _twins() -> bool:
     from virlogd import native
-    return not native.PURE and all(native.built(name) for name in ("ring", "wire", "text", "queue", "route"))
+    return not native.PURE and all(native.built(name) for name in native.TWINS)
 
 
 if __name__ == "__main__":

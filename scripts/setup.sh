@@ -38,13 +38,18 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
 fi
 
 # The C twins of the hot paths (setup.py; optional: without them the pure-Python code runs),
-# rebuilt in place whenever a source is newer than its built module.
+# rebuilt in place whenever a source, or a header they share, is newer than a built module.
 rebuild=""
 for src in virlogd/_c*.c; do
     built=$(ls "${src%.c}".cpython-*.so 2>/dev/null | head -n 1 || true)
-    if [ -z "$built" ] || [ "$src" -nt "$built" ] || [ virlogd/_ccompat.h -nt "$built" ]; then
+    if [ -z "$built" ] || [ "$src" -nt "$built" ]; then
         rebuild=1
     fi
+    for header in virlogd/_c*.h; do
+        if [ -n "$built" ] && [ "$header" -nt "$built" ]; then
+            rebuild=1
+        fi
+    done
 done
 if [ -n "$rebuild" ]; then
     PYTHONWARNINGS=ignore .venv/bin/python setup.py -q build_ext --inplace >/dev/null

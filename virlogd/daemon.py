@@ -5,8 +5,9 @@ output housekeeping, signal work. Start-up order matters and is the contract wit
 the sockets are claimed first (bound and listening, so a second instance is refused before
 it touches the ring file; a client that connects now waits in the kernel's queue), then the
 ring is recovered and the outputs opened (so a recovered buffer has somewhere to go), then
-the sockets are served, and only then ``READY=1``. Shutdown is the reverse, and loses nothing: stop accepting, read
-what every client already sent, flush every output, mark the ring clean.
+the sockets are served, and only then ``READY=1``. Shutdown is the reverse, and loses
+nothing: stop accepting, read what every client already sent, flush every output, mark the
+ring clean.
 """
 from __future__ import annotations
 

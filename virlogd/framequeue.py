@@ -54,8 +54,7 @@ class FrameQueue:
 
     def push(self, frame: bytes) -> None:
         """Queue *frame*; then call ``on_first`` and/or ``on_full`` as they are due."""
-        if not isinstance(frame, bytes):
-            raise TypeError(f"frame must be bytes, not {type(frame).__name__}")
+        _check(frame)
         with self._lock:
             frames = self._frames
             frames.append(frame)
@@ -77,8 +76,7 @@ class FrameQueue:
         """Queue *frames* before everything queued (frames taken but never written)."""
         frames = list(frames)
         for frame in frames:
-            if not isinstance(frame, bytes):
-                raise TypeError(f"frame must be bytes, not {type(frame).__name__}")
+            _check(frame)
         added = sum(map(len, frames))
         with self._lock:
             frames.extend(self._frames)
@@ -94,6 +92,11 @@ class FrameQueue:
             self._size -= sum(map(len, frames[:count]))
             del frames[:count]
         return count
+
+
+def _check(frame) -> None:
+    if not isinstance(frame, bytes):
+        raise TypeError(f"frame must be bytes, not {type(frame).__name__}")
 
 
 # The tests reach the reference by this name whichever one runs.

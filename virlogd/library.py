@@ -193,12 +193,12 @@ class Logger:
 
     def _refresh(self, router: Router) -> None:
         threshold, self._stack = router.decide(self.name)
-        self._min = 1 if router.ring is not None else threshold
+        ring = router.ring
+        self._min = 1 if ring is not None else threshold
         self._threshold = threshold
         self._router = router
         # a C ring's append is atomic under the GIL and dumps take the ring in one call, so a
         # call only the ring wants needs neither the router's lock nor a Python frame
-        ring = router.ring
         self._keep = ring.append if ring is not None and ring.atomic_append else router.keep
 
     def debug(self, msg: str, *args, **meta) -> None:

@@ -15,6 +15,8 @@ from types import ModuleType
 from typing import Optional
 
 PURE = os.environ.get("VIRLOGD_PURE_PYTHON", "") == "1"
+# every twin, as load() and built() name it (setup.py builds each virlogd/_c<name>.c)
+TWINS = ("ring", "wire", "text", "queue", "route")
 
 
 def load(name: str) -> Optional[ModuleType]:

@@ -14,8 +14,8 @@ timestamp, so syslog's own is the only one.
 
 The socket is connected to ``/dev/log`` and connected again when the receiver it found goes
 away (``dgram``), so when the syslog daemon restarts and its socket disappears and comes
-back, the next record after its return gets through; while it is gone ``emit`` raises and the router counts and reports
-it. A payload beyond ``MAX_DATAGRAM`` bytes is cut there (syslog daemons truncate far
+back, the next record after its return gets through; while it is gone ``emit`` raises and
+the router counts and reports it. A payload beyond ``MAX_DATAGRAM`` bytes is cut there (syslog daemons truncate far
 earlier: rsyslog at 8 kB by default), never refused.
 """
 from __future__ import annotations
