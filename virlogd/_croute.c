@@ -19,7 +19,8 @@
 
 static PyObject *s_source, *s_priority, *s_stack, *s_text, *s_handle, *s_failing,
     *s_batched, *s_recovering, *s_failed, *s_recovered, *s_flush, *s_utf8,
-    *s_surrogateescape, *s_encode;
+    *s_surrogateescape, *s_encode, *s_received, *s_state, *s_plan, *s_route_each, *s_ring,
+    *s_append, *s_flush_each, *s_lock, *s_acquire, *s_release;
 static PyObject *s_empty;          /* "" */
 static PyObject *empty_tuple;      /* () */
 
@@ -378,8 +379,126 @@ route(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(route_many_doc,
+"route_many($module, router, records, /)\n--\n\n"
+"Router.route_many, whole: under the router's lock, count the records, then route them\n"
+"with route() when the state has a plan, or with router._route_each(state, records) when\n"
+"it has none. The router binds it as its route_many (one C call per log.info).");
+
+/* route_many's body, with the lock held */
+static PyObject *
+route_locked(PyObject *router, PyObject *records)
+{
+    PyObject *state = NULL, *plan = NULL, *res = NULL, *count, *total, *added;
+    Py_ssize_t n;
+
+    /* self.received += len(records) */
+    if ((n = PyObject_Size(records)) < 0 || (added = PyLong_FromSsize_t(n)) == NULL) {
+        return NULL;
+    }
+    if ((count = PyObject_GetAttr(router, s_received)) == NULL) {
+        Py_DECREF(added);
+        return NULL;
+    }
+    total = PyNumber_InPlaceAdd(count, added);
+    Py_DECREF(count);
+    Py_DECREF(added);
+    if (total == NULL) {
+        return NULL;
+    }
+    if (PyObject_SetAttr(router, s_received, total) < 0) {
+        Py_DECREF(total);
+        return NULL;
+    }
+    Py_DECREF(total);
+    if ((state = PyObject_GetAttr(router, s_state)) == NULL
+            || (plan = PyObject_GetAttr(state, s_plan)) == NULL) {
+        goto done;
+    }
+    if (plan == Py_None) {
+        PyObject *args[3] = {router, state, records};
+        res = PyObject_VectorcallMethod(s_route_each, args, 3, NULL);
+    }
+    else {
+        PyObject *ring = PyObject_GetAttr(router, s_ring), *args[5];
+        if (ring == NULL) {
+            goto done;
+        }
+        args[3] = ring == Py_None ? Py_NewRef(Py_None) : PyObject_GetAttr(ring, s_append);
+        Py_DECREF(ring);
+        if (args[3] == NULL) {
+            goto done;
+        }
+        if ((args[4] = PyObject_GetAttr(router, s_flush_each)) != NULL) {
+            args[0] = router;
+            args[1] = plan;
+            args[2] = records;
+            res = route(NULL, args, 5);
+            Py_DECREF(args[4]);
+        }
+        Py_DECREF(args[3]);
+    }
+done:
+    Py_XDECREF(state);
+    Py_XDECREF(plan);
+    return res;
+}
+
+/* "with router._lock:" around the body, as the with statement does it: an error of the body
+ * comes out after the release, and one of the release gets it as its __context__ */
+static PyObject *
+route_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *lock, *res, *released;
+
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "route_many() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if ((lock = PyObject_GetAttr(args[0], s_lock)) == NULL) {
+        return NULL;
+    }
+    if ((res = PyObject_CallMethodNoArgs(lock, s_acquire)) == NULL) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    Py_DECREF(res);
+    res = route_locked(args[0], args[1]);
+    if (res == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        released = PyObject_CallMethodNoArgs(lock, s_release);
+        if (released == NULL) {
+            PyObject *type2, *value2, *tb2;
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb != NULL) {
+                PyException_SetTraceback(value, tb);
+            }
+            PyErr_Fetch(&type2, &value2, &tb2);
+            PyErr_NormalizeException(&type2, &value2, &tb2);
+            PyException_SetContext(value2, value);       /* steals value */
+            Py_XDECREF(type);
+            Py_XDECREF(tb);
+            PyErr_Restore(type2, value2, tb2);
+        }
+        else {
+            Py_DECREF(released);
+            PyErr_Restore(type, value, tb);
+        }
+    }
+    else if ((released = PyObject_CallMethodNoArgs(lock, s_release)) == NULL) {
+        Py_CLEAR(res);
+    }
+    else {
+        Py_DECREF(released);
+    }
+    Py_DECREF(lock);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL, route_doc},
+    {"route_many", (PyCFunction)(void (*)(void))route_many, METH_FASTCALL, route_many_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -400,6 +519,10 @@ PyInit__croute(void)
         {&s_batched, "batched"}, {&s_recovering, "recovering"}, {&s_failed, "_failed"},
         {&s_recovered, "_recovered"}, {&s_flush, "_flush"}, {&s_empty, ""},
         {&s_utf8, "utf-8"}, {&s_surrogateescape, "surrogateescape"}, {&s_encode, "encode"},
+        {&s_received, "received"}, {&s_state, "state"}, {&s_plan, "plan"},
+        {&s_route_each, "_route_each"}, {&s_ring, "ring"}, {&s_append, "append"},
+        {&s_flush_each, "flush_each"}, {&s_lock, "_lock"}, {&s_acquire, "acquire"},
+        {&s_release, "release"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (*names[i].slot == NULL

@@ -20,6 +20,7 @@ from virlogd.specs import FilterSpec
 
 in_use = pytest.mark.skipif(router_module._croute is None, reason="the C twin of the router "
                             "loop is not in use (not built, or VIRLOGD_PURE_PYTHON=1)")
+BOTH = [pytest.param(True, marks=in_use, id="c"), pytest.param(False, id="pure")]
 
 
 def test_the_c_twin_is_built_in_ci_and_used_when_built():
@@ -95,6 +96,8 @@ def run(use_c, outs_spec, filt_spec, default, recs, ring_kb, flush_each, batches
         state.plan = None
     router = Router(state, RingBuffer(ring_kb * 1024) if ring_kb else None,
                     flush_each=flush_each, report_interval=1000)
+    if not use_c:
+        router.__dict__.pop("route_many", None)      # the class's route_many, in Python
     records = [Record(prio, source, f"m{i}", time=1700000000.5 + i, pid=7, func="f", line=i,
                       stack=stack) for i, (prio, source, stack) in enumerate(recs)]
     outcome = []
@@ -141,21 +144,93 @@ def test_an_error_outside_an_output_comes_out_after_the_records_before_it(use_c)
     state.outputs = (good, bad)
     state.plan = state.plan[:3] + (state.outputs,) + state.plan[4:] if use_c else None
     router = Router(state, RingBuffer(1024))
+    if not use_c:
+        router.__dict__.pop("route_many", None)
     with pytest.raises(RuntimeError, match="^no priority$"):
         router.route_many([Record(3, "s", "first", time=1.0, pid=1),
                            Record(3, "s", "second", time=1.0, pid=1)])
     assert [entry[:3] for entry in journal] == [("handle", "good", "first")]
     assert len(router.ring.entries()) == 1
+    assert router.received == 2
+    assert _free_for_another_thread(router._lock)
+
+
+def _free_for_another_thread(lock):
+    import threading
+    got = []
+
+    def take():
+        if lock.acquire(timeout=5):
+            got.append(True)
+            lock.release()
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    return got == [True]
+
+
+@in_use
+def test_the_router_runs_route_many_whole_in_c_when_built():
+    router = Router(RouterState(FilterSet([], 1), []))
+    assert router.route_many.__func__ is router_module._croute.route_many
+    assert router.route_many.__self__ is router
+
+
+class Lock:
+    """A lock that says what is done to it, and whose release can fail."""
+
+    def __init__(self, journal, release_error=None):
+        self.journal, self.release_error = journal, release_error
+
+    def acquire(self):
+        self.journal.append("acquire")
+        return True
+
+    def release(self):
+        self.journal.append("release")
+        if self.release_error:
+            raise self.release_error
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+@pytest.mark.parametrize("use_c", BOTH)
+def test_route_many_holds_the_lock_as_a_with_statement_does(use_c):
+    """Acquired once around the batch and released after it, after an error too; an error
+    of the release itself comes out with the routing error as its context."""
+    journal = []
+    outs = [Scripted("o", 1, True, False, {"m1": "stop"}, journal)]
+    router = _router_of(outs, use_c)
+    router._lock = Lock(journal)
+    router.route_many([Record(3, "s", "m0", time=1.0, pid=1)])
+    with pytest.raises(Stop):
+        router.route_many([Record(3, "s", "m1", time=1.0, pid=1)])
+    assert [e if isinstance(e, str) else e[:3] for e in journal] == [
+        "acquire", ("handle", "o", "m0"), "release", "acquire", ("handle", "o", "m1"),
+        "release"]
+    router._lock = Lock([], RuntimeError("release broke"))
+    with pytest.raises(RuntimeError, match="^release broke$") as err:
+        router.route_many([Record(3, "s", "m1", time=1.0, pid=1)])
+    assert type(err.value.__context__) is Stop and str(err.value.__context__) == "m1"
+    router._lock = Lock([], RuntimeError("release broke"))
+    with pytest.raises(RuntimeError, match="^release broke$") as err:
+        router.route_many([Record(3, "s", "m0", time=1.0, pid=1)])
+    assert err.value.__context__ is None
+    assert router.received == 4
 
 
 def _router_of(outs, use_c, filters=None):
     state = RouterState(filters or FilterSet([], 1), outs)
     if not use_c:
         state.plan = None
-    return Router(state, RingBuffer(1024), report_interval=1000)
-
-
-BOTH = [pytest.param(True, marks=in_use, id="c"), pytest.param(False, id="pure")]
+    router = Router(state, RingBuffer(1024), report_interval=1000)
+    if not use_c:
+        router.__dict__.pop("route_many", None)      # the class's route_many, in Python
+    return router
 
 
 class BrokenText(Scripted):

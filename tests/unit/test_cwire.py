@@ -446,3 +446,81 @@ def test_here_at_a_line_the_code_does_not_know_is_none(here_at):
         return here_at(2, "s", "m", (), 1, 0)
     caller.__code__ = caller.__code__.replace(co_linetable=b"")
     assert caller().line is None
+
+
+# -- FrameSender: the x:virlogd output's handle() ----------------------------------------------
+SENDERS = [pytest.param(wire._FrameSenderPy, id="pure")]
+if wire._cframes is not None:
+    SENDERS.append(pytest.param(wire._cwire.FrameSender, id="c"))
+
+
+class Collecting:
+    """A client that keeps what it is given; fails when told to."""
+
+    def __init__(self):
+        self.frames = []
+        self.fail = None
+
+    def send_frame(self, frame):
+        if self.fail:
+            raise self.fail
+        self.frames.append(frame)
+
+
+@pytest.mark.parametrize("sender_type", SENDERS)
+def test_a_frame_sender_sends_the_frame_of_each_record_and_counts_it(sender_type):
+    client = Collecting()
+    sender = sender_type(client, "prog")
+    plain = Record(2, "app.io", "hello", time=1.5, pid=1, func="f", line=3, file="/a.py")
+    named = Record(3, "app", "x", time=2.0, pid=1, ident="mine")
+    sender(plain, "the line is not used")
+    sender(named)
+    assert client.frames == [wire._encode_py(plain, "prog"), wire._encode_py(named, "prog")]
+    assert sender.sent == 2 and (sender.client, sender.ident) == (client, "prog")
+    # a record that cannot be encoded, or a client that refuses it: raised, not counted
+    with pytest.raises(ValueError, match="^invalid priority 9"):
+        sender(Record(9, "s", "m", time=1.0, pid=1))
+    client.fail = OSError(32, "gone")
+    with pytest.raises(OSError, match="gone"):
+        sender(plain)
+    assert sender.sent == 2 and len(client.frames) == 2
+
+
+@pytest.mark.parametrize("sender_type", SENDERS)
+def test_a_frame_sender_asks_the_client_for_send_frame_on_every_call(sender_type):
+    """A forked child's client gets a new queue (a new send_frame): the next record goes there."""
+    client, later = Collecting(), []
+    sender = sender_type(client)
+    sender(Record(2, "s", "one", time=1.0, pid=1))
+    client.send_frame = later.append
+    sender(Record(2, "s", "two", time=1.0, pid=1))
+    assert len(client.frames) == 1 and len(later) == 1 and b"two" in later[0]
+
+
+@in_use
+def test_both_frame_senders_refuse_wrong_calls_with_the_same_words():
+    record = Record(2, "s", "m", time=1.0, pid=1)
+    for args, kwargs in [((), {}), ((record, "l", "x"), {}), ((record,), {"line": "l"}),
+                         ((), {"record": record}), ((record,), {"other": 1})]:
+        outcomes = set()
+        for sender_type in (wire._FrameSenderPy, wire._cwire.FrameSender):
+            with pytest.raises(TypeError) as err:
+                sender_type(Collecting())(*args, **kwargs)
+            outcomes.add(str(err.value))
+        assert len(outcomes) == 1, outcomes
+
+
+@in_use
+def test_the_c_frame_sender_keeps_no_reference():
+    client, record = Collecting(), Record(2, "s", "m", time=1.0, pid=1)
+    sender = wire._cwire.FrameSender(client, "p")
+    client.fail = OSError(5, "no")
+    before = (sys.getrefcount(client), sys.getrefcount(record))
+    for _ in range(1000):
+        with pytest.raises(OSError):
+            sender(record)
+    client.fail = None
+    for _ in range(1000):
+        sender(record)
+    client.frames.clear()
+    assert (sys.getrefcount(client), sys.getrefcount(record)) == before
