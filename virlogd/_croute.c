@@ -1,5 +1,8 @@
-/* The C twin of the loop in Router.route_many (router.py): each record to the ring, through
- * the filters, then to every output whose level it meets.
+/* The C twin of Router.route_many (router.py): route_many() takes the router's lock and
+ * counts the records as the Python method does, then route() runs the loop: each record to
+ * the ring, through the filters, then to every output whose level it meets. LineAppender is
+ * what a buffering text output (file, stderr) hands the loop as its handle() once its
+ * headers are out: one C call per record instead of a Python frame.
  *
  * The contract is the pure loop's, call for call: the same Python functions are called in
  * the same order with the same arguments (filter decisions, pack_record / format_line, the
@@ -15,7 +18,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "structmember.h"
 #include "_ccompat.h"
+#include "_ccall.h"
 
 static PyObject *s_source, *s_priority, *s_stack, *s_text, *s_handle, *s_failing,
     *s_batched, *s_recovering, *s_failed, *s_recovered, *s_flush, *s_utf8,
@@ -496,6 +501,108 @@ route_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
+/* -- LineAppender ----------------------------------------------------------------------- */
+
+/* A buffering text output's handle() once its headers are out: lines.append(line), then
+ * count += 1; a vectorcall object, so the router's out.handle(record, line) is one C call
+ * (outputs/base.py's LineAppender is its Python twin). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *lines;
+    Py_ssize_t count;
+    vectorcallfunc vectorcall;
+} AppenderObject;
+
+static PyObject *
+Appender_call(AppenderObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (record_line_arguments("LineAppender.__call__()", 2, PyVectorcall_NARGS(nargsf),
+                              kwnames) < 0) {
+        return NULL;
+    }
+    if (PyList_CheckExact(self->lines)) {
+        if (PyList_Append(self->lines, args[1]) < 0) {
+            return NULL;
+        }
+    }
+    else {
+        PyObject *res = PyObject_CallMethodOneArg(self->lines, s_append, args[1]);
+        if (res == NULL) {
+            return NULL;
+        }
+        Py_DECREF(res);
+    }
+    self->count++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Appender_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"lines", NULL};
+    PyObject *lines;
+    AppenderObject *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:LineAppender", kwlist, &lines)) {
+        return NULL;
+    }
+    if ((self = (AppenderObject *)type->tp_alloc(type, 0)) == NULL) {
+        return NULL;
+    }
+    self->lines = Py_NewRef(lines);
+    self->count = 0;
+    self->vectorcall = (vectorcallfunc)Appender_call;
+    return (PyObject *)self;
+}
+
+static int
+Appender_traverse(AppenderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->lines);
+    return 0;
+}
+
+static int
+Appender_clear(AppenderObject *self)
+{
+    Py_CLEAR(self->lines);
+    return 0;
+}
+
+static void
+Appender_dealloc(AppenderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Appender_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Appender_members[] = {
+    {"lines", T_OBJECT, offsetof(AppenderObject, lines), READONLY, NULL},
+    {"count", T_PYSSIZET, offsetof(AppenderObject, count), READONLY, "lines appended"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyDoc_STRVAR(Appender_doc,
+"LineAppender(lines)\n--\n\n"
+"appender(record, line) is lines.append(line), counted in count: a buffering text\n"
+"output's handle() in one C call (outputs.base.LineAppender is its Python twin).");
+
+static PyTypeObject Appender_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "virlogd._croute.LineAppender",
+    .tp_basicsize = sizeof(AppenderObject),
+    .tp_dealloc = (destructor)Appender_dealloc,
+    .tp_vectorcall_offset = offsetof(AppenderObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = Appender_doc,
+    .tp_traverse = (traverseproc)Appender_traverse,
+    .tp_clear = (inquiry)Appender_clear,
+    .tp_members = Appender_members,
+    .tp_new = Appender_new,
+};
+
 static PyMethodDef methods[] = {
     {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL, route_doc},
     {"route_many", (PyCFunction)(void (*)(void))route_many, METH_FASTCALL, route_many_doc},
@@ -505,7 +612,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_croute",
-    .m_doc = "C twin of the loop in virlogd.router.Router.route_many.",
+    .m_doc = "C twin of virlogd.router.Router.route_many and its loop, and of "
+              "virlogd.outputs.base.LineAppender.",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -513,6 +621,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__croute(void)
 {
+    PyObject *m;
+
     static const struct { PyObject **slot; const char *text; } names[] = {
         {&s_source, "source"}, {&s_priority, "priority"}, {&s_stack, "stack"},
         {&s_text, "text"}, {&s_handle, "handle"}, {&s_failing, "failing"},
@@ -533,5 +643,13 @@ PyInit__croute(void)
     if (empty_tuple == NULL && (empty_tuple = PyTuple_New(0)) == NULL) {
         return NULL;
     }
-    return PyModule_Create(&module);
+    if (PyType_Ready(&Appender_Type) < 0 || (m = PyModule_Create(&module)) == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObject(m, "LineAppender", Py_NewRef(&Appender_Type)) < 0) {
+        Py_DECREF(&Appender_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -20,6 +20,7 @@
 #include "structmember.h"
 #include "_ccompat.h"
 #include "_ccaller.h"
+#include "_ccall.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -814,47 +815,13 @@ typedef struct {
 
 static PyObject *s_send_frame;
 
-/* the arguments of "def __call__(self, record, line="", /)", with Python's errors */
-static int
-sender_arguments(Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const who = "FrameSender.__call__()";
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        if (PyUnicode_CompareWithASCIIString(name, "record") != 0
-                && PyUnicode_CompareWithASCIIString(name, "line") != 0) {
-            PyErr_Format(PyExc_TypeError, "%s got an unexpected keyword argument '%U'", who,
-                         name);
-            return -1;
-        }
-    }
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s takes from 2 to 3 positional arguments but %zd were given", who,
-                     nargs + 1);
-        return -1;
-    }
-    if (nkw > 0) {
-        PyErr_Format(PyExc_TypeError, "%s got some positional-only arguments passed as "
-                     "keyword arguments: '%U'", who, PyTuple_GET_ITEM(kwnames, 0));
-        return -1;
-    }
-    if (nargs < 1) {
-        PyErr_Format(PyExc_TypeError, "%s missing 1 required positional argument: 'record'",
-                     who);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *
 Sender_call(SenderObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyObject *eargs[2], *frame, *push, *res;
 
-    if (sender_arguments(PyVectorcall_NARGS(nargsf), kwnames) < 0)
+    if (record_line_arguments("FrameSender.__call__()", 1, PyVectorcall_NARGS(nargsf),
+                              kwnames) < 0)
         return NULL;
     eargs[0] = args[0];
     eargs[1] = self->ident;

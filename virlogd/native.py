@@ -1,7 +1,8 @@
 """Which implementation of the hot paths runs: the C twins, or pure Python.
 
 ``ring.py``, ``wire.py`` (with the ``x:virlogd`` output's ``FrameSender``),
-``textformat.py``, ``framequeue.py`` and ``Router.route_many`` are complete in pure Python; each has a C twin (``_cring``, ``_cwire``,
+``textformat.py``, ``framequeue.py`` and ``Router.route_many`` (with the text outputs'
+``LineAppender``) are complete in pure Python; each has a C twin (``_cring``, ``_cwire``,
 ``_ctext``, ``_cqueue``, ``_croute``) built by ``setup.py`` that does the same work for the
 per-record paths, several times faster (see docs/PERFORMANCE.md). This is the one place that
 chooses: the twin when it was built and ``VIRLOGD_PURE_PYTHON`` is not set to 1.

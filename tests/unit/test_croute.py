@@ -311,3 +311,73 @@ def test_a_filter_decision_is_unpacked_as_python_does(use_c, answer, error):
         with pytest.raises(error[0]) as err:
             router.route_many([Record(3, "s", "m0", time=1.0, pid=1)])
         assert str(err.value) == error[1]
+
+
+# -- LineAppender: a buffering text output's handle() -------------------------------------------
+from virlogd.outputs import base as output_base            # noqa: E402
+
+APPENDERS = [pytest.param(output_base._LineAppenderPy, id="pure")]
+if router_module._croute is not None:
+    APPENDERS.append(pytest.param(router_module._croute.LineAppender, id="c"))
+
+
+class Journal(list):
+    """A list whose own append must be the one called."""
+
+    def append(self, item):
+        super().append(("appended", item))
+
+
+@pytest.mark.parametrize("appender_type", APPENDERS)
+def test_a_line_appender_appends_each_line_and_counts_it(appender_type):
+    lines = []
+    appender = appender_type(lines)
+    record = Record(2, "s", "m", time=1.0, pid=1)
+    appender(record, "one\n")
+    appender(record, "two\n")
+    assert lines == ["one\n", "two\n"] and appender.count == 2 and appender.lines is lines
+    journal = Journal()
+    appender_type(journal)(record, "x")
+    assert journal == [("appended", "x")]
+
+
+class Refusing(list):
+    def append(self, item):
+        raise MemoryError("full")
+
+
+@pytest.mark.parametrize("appender_type", APPENDERS)
+def test_a_line_appender_that_cannot_append_raises_and_does_not_count(appender_type):
+    appender = appender_type(Refusing())
+    with pytest.raises(MemoryError, match="^full$"):
+        appender(Record(2, "s", "m", time=1.0, pid=1), "x")
+    assert appender.count == 0
+
+
+@in_use
+def test_both_line_appenders_refuse_wrong_calls_with_the_same_words():
+    r = Record(2, "s", "m", time=1.0, pid=1)
+    for args, kwargs in [((), {}), ((r,), {}), ((r, "l", "x"), {}), ((r,), {"line": "l"}),
+                         ((), {"record": r, "line": "l"}), ((r, "l"), {"other": 1}),
+                         ((r, "l", "x"), {"other": 1}), ((), {"other": 1, "line": "l"})]:
+        outcomes = set()
+        for appender_type in (output_base._LineAppenderPy, router_module._croute.LineAppender):
+            with pytest.raises(TypeError) as err:
+                appender_type([])(*args, **kwargs)
+            outcomes.add(str(err.value))
+        assert len(outcomes) == 1, outcomes
+
+
+@in_use
+def test_the_c_line_appender_keeps_no_reference():
+    import sys
+    lines, line, record = [], "a line\n", Record(2, "s", "m", time=1.0, pid=1)
+    appender = router_module._croute.LineAppender(lines)
+    before = (sys.getrefcount(line), sys.getrefcount(record))
+    for _ in range(1000):
+        appender(record, line)
+    lines.clear()
+    for _ in range(1000):
+        with pytest.raises(TypeError):
+            appender(record)
+    assert (sys.getrefcount(line), sys.getrefcount(record)) == before

@@ -501,7 +501,9 @@ def test_a_frame_sender_asks_the_client_for_send_frame_on_every_call(sender_type
 def test_both_frame_senders_refuse_wrong_calls_with_the_same_words():
     record = Record(2, "s", "m", time=1.0, pid=1)
     for args, kwargs in [((), {}), ((record, "l", "x"), {}), ((record,), {"line": "l"}),
-                         ((), {"record": record}), ((record,), {"other": 1})]:
+                         ((), {"record": record}), ((record,), {"other": 1}),
+                         ((), {"record": record, "line": "l"}),
+                         ((record, "l", "x"), {"other": 1}), ((), {"other": 1, "line": "l"})]:
         outcomes = set()
         for sender_type in (wire._FrameSenderPy, wire._cwire.FrameSender):
             with pytest.raises(TypeError) as err:

@@ -140,3 +140,26 @@ def test_an_outputs_written_count_is_the_records_it_took(tmp_path):
         router.route(Record(4 if i % 2 == 0 else 3, "app", f"m{i}"))
     assert [out["written"] for out in router.stats()["outputs"]] == [5, 3]
     assert messages(tmp_path / "b.log")[2:] == ["m0", "m2", "m4"]
+
+
+def test_a_text_output_takes_records_by_one_append_once_its_headers_are_out(tmp_path,
+                                                                             capfd):
+    """After the first record (headers first), a file or stderr output's handle is its line
+    appender, over the very list flush() writes: every record still lands, in order, and
+    written counts records before and after the switch (headers not counted)."""
+    from virlogd.outputs.base import LineAppender
+    router = make_router(f"1:file:{tmp_path}/a.log 1:stderr")
+    file_out, err_out = router.state.outputs
+    router.route(Record(3, "app", "m0"))
+    for out in (file_out, err_out):
+        assert isinstance(out.handle, LineAppender) and out.handle.lines is out._pending
+    for i in range(1, 4):
+        router.route(Record(3, "app", f"m{i}"))
+    file_out.write_text("raw text\n")         # a dump's text joins the same pending lines
+    router.route(Record(3, "app", "m4"))
+    assert messages(tmp_path / "a.log") == ["virlogd version: " + CTX.version,
+                                            "hostname: testhost", "m0", "m1", "m2", "m3",
+                                            "raw text", "m4"]
+    assert [line.split(" : ")[-1] for line in capfd.readouterr().err.splitlines()][2:] == [
+        "m0", "m1", "m2", "m3", "m4"]
+    assert [out["written"] for out in router.stats()["outputs"]] == [5, 5]

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 from typing import Optional
 
-from .. import __version__
+from .. import __version__, native
 from ..record import Record
 from ..specs import OutputSpec
 
@@ -83,3 +83,56 @@ class Output:
 
     def describe(self) -> str:
         return str(self.spec)
+
+
+class LineAppender:
+    """``appender(record, line)`` is ``lines.append(line)``, counted in ``count``: the whole
+    of ``handle()`` for a text output that gathers lines until ``flush()``, once its headers
+    are out. The C twin (``_croute.LineAppender``) makes it one C call per record, the
+    daemon's hot path."""
+
+    __slots__ = ("lines", "count")
+
+    def __init__(self, lines: list) -> None:
+        self.lines = lines
+        self.count = 0
+
+    def __call__(self, record: Record, line: str, /) -> None:
+        self.lines.append(line)
+        self.count += 1
+
+
+_LineAppenderPy = LineAppender
+_croute = native.load("route")
+if _croute is not None:
+    LineAppender = _croute.LineAppender      # type: ignore[misc]  # noqa: F811 - in C
+
+
+class LineBufferOutput(Output):
+    """A text output whose records are lines gathered in ``_pending`` until ``flush()``
+    (stderr, file). After its first record (and the headers before it), ``handle`` is a
+    ``LineAppender`` over ``_pending``, an instance attribute the router calls directly;
+    ``written`` adds up what both counted."""
+
+    text = True
+
+    def __init__(self, spec: OutputSpec, ctx: OutputContext) -> None:
+        self._pending: list = []          # the same list for good: the appender holds it
+        self._appender = LineAppender(self._pending)
+        self._handled = 0
+        super().__init__(spec, ctx)
+
+    @property
+    def written(self) -> int:
+        return self._handled + self._appender.count
+
+    @written.setter
+    def written(self, value: int) -> None:
+        self._handled = value - self._appender.count
+
+    def handle(self, record: Record, line: str) -> None:
+        super().handle(record, line)            # the headers, then this record
+        self.handle = self._appender            # every later record: one append
+
+    def emit(self, record: Record, line: str) -> None:
+        self._pending.append(line)

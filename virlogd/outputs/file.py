@@ -31,7 +31,7 @@ import time
 from typing import Optional, Tuple
 
 from .. import rotation
-from .base import Output
+from .base import LineBufferOutput
 from .dgram import DeliveryError
 
 CHECK_INTERVAL = 1.0   # seconds between path checks made from flush()
@@ -44,9 +44,7 @@ def open_append(path: str, readable: bool = False) -> int:
     return os.open(path, mode | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
-class FileOutput(Output):
-    text = True
-
+class FileOutput(LineBufferOutput):
     def __init__(self, spec, ctx) -> None:
         super().__init__(spec, ctx)
         self.path = spec.name
@@ -54,7 +52,6 @@ class FileOutput(Output):
         self.max_backups = max(0, ctx.max_backups or 0)
         self.reopened = 0                 # times the path was reopened after external rotation
         self.rotations = 0                # rollovers done by us
-        self._pending: list = []
         self._carry = b""                 # bytes a failed write left over, written first
         self._written = 0
         self._fd = -1
@@ -94,17 +91,7 @@ class FileOutput(Output):
             fd, self._fd = self._fd, -1
             os.close(fd)
 
-    # -- records ---------------------------------------------------------------------
-    def handle(self, record, line: str) -> None:
-        if self.started:     # the usual case, in one call (this is the daemon's hot path)
-            self._pending.append(line)
-            self.written += 1
-        else:                # the headers first
-            super().handle(record, line)
-
-    def emit(self, record, line: str) -> None:
-        self._pending.append(line)
-
+    # -- records (handle/emit: LineBufferOutput) --------------------------------------
     def write_text(self, text: str) -> None:
         self._pending.append(text)
         self.flush()

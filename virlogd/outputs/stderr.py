@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import os
 
-from .base import Output
+from .base import LineBufferOutput
 
 
-class StderrOutput(Output):
-    text = True
-
-    def __init__(self, spec, ctx) -> None:
-        super().__init__(spec, ctx)
-        self._pending: list = []
-
-    def emit(self, record, line: str) -> None:
-        self._pending.append(line)
-
+class StderrOutput(LineBufferOutput):
     def write_text(self, text: str) -> None:
         self._pending.append(text)
         self.flush()
