@@ -7,8 +7,9 @@ Every peer is started here, by hand, on private sockets, and stopped by pid (ben
 journald rows need root: the benchmark then re-executes itself inside ``unshare -m bash
 ci/private-logging.sh``, which gives a private journald at the standard paths of a private
 mount namespace; without root they are skipped. Rows run several times, interleaved (run 1 of
-every row, then run 2...), so that the machine's noise spreads over all of them; every goal is
-a ratio to an anchor measured in the same run. ``--quick`` runs each row once at small N
+every row, then run 2...), so that the machine's noise spreads over all of them; before each
+run the files of the runs before it are removed and the disk synced, so that no run pays for
+another's writeback; every goal is a ratio to an anchor measured in the same run. ``--quick`` runs each row once at small N
 (under a minute) to check that everything works, and writes nothing unless ``--write``.
 The full run writes the table, the goals and the machine to docs/PERFORMANCE.md.
 """
@@ -121,6 +122,10 @@ def machine(journald: bool) -> Dict[str, str]:
             "loadavg_start": " ".join(open("/proc/loadavg").read().split()[:3])}
 
 
+# performance-anchors.md, row 25: logger.info() -> FileHandler, the anchors' machine state
+ANCHOR_FILEHANDLER_US = 11.161
+
+
 def goals(rows: Dict[str, Row], once: Dict[str, "scenarios.Sample"],
           ready: List[float]) -> List[Tuple[str, str, str]]:
     """(goal, met / not met / not measured, figures)."""
@@ -184,6 +189,16 @@ def goals(rows: Dict[str, Row], once: Dict[str, "scenarios.Sample"],
     if have("v_lib_info"):
         v = rows["v_lib_info"]
         out.append(("5a. log.info to the daemon ≤ 2 µs", verdict(v.us <= 2.0), f"{v.us:.2f} µs"))
+        if have("stdlib_file"):
+            # an absolute time moves with the machine's spells (FileHandler: 9-16 µs today);
+            # the issue measures every goal as a ratio in one run: 2 µs was 0.18x of the
+            # anchors' FileHandler call, so this line holds 5a to that ratio
+            r = rows["stdlib_file"]
+            out.append(("5a (as a ratio: ≤ 2 µs of the anchors' 11.16 µs FileHandler call)",
+                        verdict(v.us / r.us <= 2.0 / ANCHOR_FILEHANDLER_US),
+                        f"{v.us:.2f} µs vs {r.us:.2f} µs = {v.us / r.us:.3f}× (goal "
+                        f"{2.0 / ANCHOR_FILEHANDLER_US:.3f}×): "
+                        f"{v.us / r.us * ANCHOR_FILEHANDLER_US:.2f} µs at the anchors' speed"))
     if have("v_lib_ring"):
         v = rows["v_lib_ring"]
         out.append(("5b. debug call reaching only the ring ≤ 1 µs", verdict(v.us <= 1.0),
@@ -274,6 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for key in keys:
                 spec = ROWS[key]
                 n = max(1000, int((spec[5] if args.quick else spec[4]) * args.scale))
+                ctx.settle()
                 probes.append(steadiness_probe())
                 try:
                     rows[key].samples.append(spec[6](ctx, n))
@@ -337,7 +353,8 @@ def render(rows, once, goal_list, info, args) -> str:
            "Written by `make bench` (`bench/run.py`); do not edit by hand. Method: "
            "`../shared/reference/performance-anchors.md` — two-process rows time N records "
            "from the sender's first send to the last line in the receiver's file (start-up "
-           "excluded), every row runs several times interleaved with the others, and every "
+           "excluded), every row runs several times interleaved with the others, each run "
+           "after the files of the runs before it were removed and the disk synced, and every "
            "goal is a ratio to an anchor measured in the same run. Messages are 120-byte "
            "records. CPU = seconds per million records: daemon/receiver (all threads) ; "
            "client(s).", "",
@@ -373,6 +390,12 @@ def render(rows, once, goal_list, info, args) -> str:
                    "handler lock) before any handler works, so no handler can be under 0.5× "
                    "of a FileHandler call once the floor is more than half of it; the second "
                    "goal-4 line compares what each handler adds.")
+    if "v_lib_info" in rows and "stdlib_file" in rows:
+        out.append("- Goal 5a is an absolute time, and this machine's speed moves by half "
+                   "between spells (the steadiness line above; the FileHandler row moves with "
+                   "it): the second 5a line holds `log.info` to the same 2 µs as a ratio to "
+                   "the FileHandler call of this run, as the issue measures every goal (2 µs "
+                   "was 0.18× of the anchors' 11.16 µs call).")
     out.append(f"- C twins (`virlogd/_c*.c`): "
                f"{'built and used' if _twins() else 'NOT in use: pure Python'}.")
     out.append("- The `v_py*` rows are the goals' rows (the product's own Python client); the "

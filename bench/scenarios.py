@@ -8,6 +8,7 @@ client (wait4's rusage); losses = N minus what arrived.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,12 +44,24 @@ class Context:
         self.journald_pid = journald_pid
         self.runs = 0
         self.ready_times: List[float] = []
+        self._dirs: List[str] = []
 
     def fresh_dir(self, name: str) -> str:
         self.runs += 1
         path = os.path.join(self.workdir, f"{self.runs:03d}-{name}")
         os.makedirs(path)
+        self._dirs.append(path)
         return path
+
+    def settle(self) -> None:
+        """Before a run: remove what earlier runs wrote, then sync. Rows write up to ~40 MB
+        of log files each; left on disk, their writeback ran during the next rows and cost
+        whichever came next (measured: journald behind virlogd, right after six file rows,
+        used 23 CPU-s per million instead of 20)."""
+        for path in self._dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        self._dirs.clear()
+        os.sync()
 
     def virlogd(self, name: str, outputs: str = "", **kw) -> peers.Virlogd:
         d = self.fresh_dir(name)
