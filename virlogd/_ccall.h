@@ -7,6 +7,7 @@
 #define VIRLOGD_CCALL_H
 
 #include <Python.h>
+#include <string.h>
 
 /* 0, or -1 with TypeError; *who* is "Type.__call__()", *need* 1 or 2 positional arguments.
  * CPython's order: positional-only names given by keyword, then an unknown keyword, then
@@ -14,23 +15,36 @@
 static int
 record_line_arguments(const char *who, int need, Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const char *const names[3] = {"self", "record", "line"};
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
     PyObject *unknown = NULL;
-    int record = 0, line = 0;
+    int given[3] = {0, 0, 0}, any = 0;
 
+#if PY_VERSION_HEX < 0x030A0000
+    who = "__call__()";          /* 3.9 names the bare function in these messages */
+#endif
     for (Py_ssize_t k = 0; k < nkw; k++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        if (PyUnicode_CompareWithASCIIString(name, "record") == 0)
-            record = 1;
-        else if (PyUnicode_CompareWithASCIIString(name, "line") == 0)
-            line = 1;
+        int i = 0;
+        while (i < 3 && PyUnicode_CompareWithASCIIString(name, names[i]) != 0)
+            i++;
+        if (i < 3)
+            given[i] = any = 1;
         else if (unknown == NULL)
             unknown = name;
     }
-    if (record || line) {
+    if (any) {
+        /* the positional-only names given by keyword, in the signature's order */
+        char listed[32] = "";
+        for (int i = 0; i < 3; i++) {
+            if (given[i]) {
+                if (listed[0])
+                    strcat(listed, ", ");
+                strcat(listed, names[i]);
+            }
+        }
         PyErr_Format(PyExc_TypeError, "%s got some positional-only arguments passed as "
-                     "keyword arguments: '%s'", who,
-                     record && line ? "record, line" : record ? "record" : "line");
+                     "keyword arguments: '%s'", who, listed);
         return -1;
     }
     if (unknown != NULL) {

@@ -1,5 +1,6 @@
-/* The C twin of Router.route_many (router.py): route_many() takes the router's lock and
- * counts the records as the Python method does, then route() runs the loop: each record to
+/* The C twin of Router.route_many (router.py): route_many_for(Router) is the method, which
+ * takes the router's lock and counts the records as the Python one does, then route() runs
+ * the loop: each record to
  * the ring, through the filters, then to every output whose level it meets. LineAppender is
  * what a buffering text output (file, stderr) hands the loop as its handle() once its
  * headers are out: one C call per record instead of a Python frame.
@@ -25,7 +26,7 @@
 static PyObject *s_source, *s_priority, *s_stack, *s_text, *s_handle, *s_failing,
     *s_batched, *s_recovering, *s_failed, *s_recovered, *s_flush, *s_utf8,
     *s_surrogateescape, *s_encode, *s_received, *s_state, *s_plan, *s_route_each, *s_ring,
-    *s_append, *s_flush_each, *s_lock, *s_acquire, *s_release;
+    *s_append, *s_flush_each, *s_lock, *s_enter, *s_exit;
 static PyObject *s_empty;          /* "" */
 static PyObject *empty_tuple;      /* () */
 
@@ -385,24 +386,24 @@ route(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(route_many_doc,
-"route_many($module, router, records, /)\n--\n\n"
-"Router.route_many, whole: under the router's lock, count the records, then route them\n"
-"with route() when the state has a plan, or with router._route_each(state, records) when\n"
-"it has none. The router binds it as its route_many (one C call per log.info).");
+"route_many($self, records, /)\n--\n\n"
+"Route records in order; one lock and one look at the state for the batch (the daemon\n"
+"hands over everything one read decoded). Router.route_many whole, in C: under the\n"
+"router's lock, count the records, then route them with route() when the state has a\n"
+"plan, or with self._route_each(state, records) when it has none.");
 
-/* route_many's body, with the lock held */
+/* route_many's body, with the lock held: "self.received += len(records)", then the loop */
 static PyObject *
 route_locked(PyObject *router, PyObject *records)
 {
     PyObject *state = NULL, *plan = NULL, *res = NULL, *count, *total, *added;
     Py_ssize_t n;
 
-    /* self.received += len(records) */
-    if ((n = PyObject_Size(records)) < 0 || (added = PyLong_FromSsize_t(n)) == NULL) {
+    if ((count = PyObject_GetAttr(router, s_received)) == NULL) {
         return NULL;
     }
-    if ((count = PyObject_GetAttr(router, s_received)) == NULL) {
-        Py_DECREF(added);
+    if ((n = PyObject_Size(records)) < 0 || (added = PyLong_FromSsize_t(n)) == NULL) {
+        Py_DECREF(count);
         return NULL;
     }
     total = PyNumber_InPlaceAdd(count, added);
@@ -449,56 +450,83 @@ done:
     return res;
 }
 
-/* "with router._lock:" around the body, as the with statement does it: an error of the body
- * comes out after the release, and one of the release gets it as its __context__ */
+/* "with self._lock:" around the body, as the with statement does it: __enter__, then
+ * __exit__ with the body's exception (which is the exception being handled meanwhile, so an
+ * error of __exit__ gets it as its __context__; a true result suppresses it), or with three
+ * Nones. */
 static PyObject *
-route_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+route_many(PyObject *self, PyObject *records)
 {
-    PyObject *lock, *res, *released;
+    PyObject *lock, *res, *exited, *args[4];
+    int suppress;
 
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "route_many() takes 2 arguments (%zd given)", nargs);
+    if ((lock = PyObject_GetAttr(self, s_lock)) == NULL) {
         return NULL;
     }
-    if ((lock = PyObject_GetAttr(args[0], s_lock)) == NULL) {
-        return NULL;
-    }
-    if ((res = PyObject_CallMethodNoArgs(lock, s_acquire)) == NULL) {
+    if ((res = PyObject_CallMethodNoArgs(lock, s_enter)) == NULL) {
         Py_DECREF(lock);
         return NULL;
     }
     Py_DECREF(res);
-    res = route_locked(args[0], args[1]);
+    res = route_locked(self, records);
+    args[0] = lock;
     if (res == NULL) {
-        PyObject *type, *value, *tb;
+        PyObject *type, *value, *tb, *saved[3];
         PyErr_Fetch(&type, &value, &tb);
-        released = PyObject_CallMethodNoArgs(lock, s_release);
-        if (released == NULL) {
-            PyObject *type2, *value2, *tb2;
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (tb != NULL) {
-                PyException_SetTraceback(value, tb);
-            }
-            PyErr_Fetch(&type2, &value2, &tb2);
-            PyErr_NormalizeException(&type2, &value2, &tb2);
-            PyException_SetContext(value2, value);       /* steals value */
-            Py_XDECREF(type);
-            Py_XDECREF(tb);
-            PyErr_Restore(type2, value2, tb2);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
         }
-        else {
-            Py_DECREF(released);
-            PyErr_Restore(type, value, tb);
+        args[1] = type;
+        args[2] = value;
+        args[3] = tb != NULL ? tb : Py_None;
+        PyErr_GetExcInfo(&saved[0], &saved[1], &saved[2]);
+        Py_XINCREF(type);
+        Py_XINCREF(value);
+        Py_XINCREF(tb);
+        PyErr_SetExcInfo(type, value, tb);                      /* steals the three */
+        exited = PyObject_VectorcallMethod(s_exit, args, 4, NULL);
+        suppress = exited == NULL ? -1 : PyObject_IsTrue(exited);
+        Py_XDECREF(exited);
+        PyErr_SetExcInfo(saved[0], saved[1], saved[2]);
+        if (suppress == 0) {
+            PyErr_Restore(type, value, tb);                     /* the body's error stands */
+            type = value = tb = NULL;
         }
-    }
-    else if ((released = PyObject_CallMethodNoArgs(lock, s_release)) == NULL) {
-        Py_CLEAR(res);
+        else if (suppress > 0) {
+            res = Py_NewRef(Py_None);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
     }
     else {
-        Py_DECREF(released);
+        args[1] = args[2] = args[3] = Py_None;
+        if ((exited = PyObject_VectorcallMethod(s_exit, args, 4, NULL)) == NULL) {
+            Py_CLEAR(res);
+        }
+        Py_XDECREF(exited);
     }
     Py_DECREF(lock);
     return res;
+}
+
+static PyMethodDef route_many_def = {
+    "route_many", (PyCFunction)route_many, METH_O, route_many_doc,
+};
+
+PyDoc_STRVAR(route_many_for_doc,
+"route_many_for($module, cls, /)\n--\n\n"
+"route_many as a method of *cls* (a method descriptor: Router.route_many = this).");
+
+static PyObject *
+route_many_for(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "route_many_for() needs a class");
+        return NULL;
+    }
+    return PyDescr_NewMethod((PyTypeObject *)cls, &route_many_def);
 }
 
 /* -- LineAppender ----------------------------------------------------------------------- */
@@ -605,7 +633,7 @@ static PyTypeObject Appender_Type = {
 
 static PyMethodDef methods[] = {
     {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL, route_doc},
-    {"route_many", (PyCFunction)(void (*)(void))route_many, METH_FASTCALL, route_many_doc},
+    {"route_many_for", (PyCFunction)route_many_for, METH_O, route_many_for_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -631,8 +659,8 @@ PyInit__croute(void)
         {&s_utf8, "utf-8"}, {&s_surrogateescape, "surrogateescape"}, {&s_encode, "encode"},
         {&s_received, "received"}, {&s_state, "state"}, {&s_plan, "plan"},
         {&s_route_each, "_route_each"}, {&s_ring, "ring"}, {&s_append, "append"},
-        {&s_flush_each, "flush_each"}, {&s_lock, "_lock"}, {&s_acquire, "acquire"},
-        {&s_release, "release"},
+        {&s_flush_each, "flush_each"}, {&s_lock, "_lock"}, {&s_enter, "__enter__"},
+        {&s_exit, "__exit__"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (*names[i].slot == NULL

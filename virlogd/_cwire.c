@@ -823,13 +823,14 @@ Sender_call(SenderObject *self, PyObject *const *args, size_t nargsf, PyObject *
     if (record_line_arguments("FrameSender.__call__()", 1, PyVectorcall_NARGS(nargsf),
                               kwnames) < 0)
         return NULL;
+    /* looked up on every call, first, as the Python twin does: a fork replaces the client's
+     * queue, and so its send_frame */
+    if ((push = PyObject_GetAttr(self->client, s_send_frame)) == NULL)
+        return NULL;
     eargs[0] = args[0];
     eargs[1] = self->ident;
-    if ((frame = encode(NULL, eargs, 2, NULL)) == NULL)
-        return NULL;
-    /* looked up on every call, as the Python twin does: a fork replaces the client's queue */
-    if ((push = PyObject_GetAttr(self->client, s_send_frame)) == NULL) {
-        Py_DECREF(frame);
+    if ((frame = encode(NULL, eargs, 2, NULL)) == NULL) {
+        Py_DECREF(push);
         return NULL;
     }
     res = PyObject_CallOneArg(push, frame);

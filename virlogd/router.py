@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from types import MethodType
 from typing import Callable, Dict, List, Optional, Sequence
 
 from . import native
@@ -60,10 +59,6 @@ class Router:
         self.serial = 0            # bumped on every change; lets callers cache decisions
         self._lock = threading.RLock()
         self._last_report: Dict[int, float] = {}
-        if _croute is not None:
-            # route_many whole in C (the same steps: _croute.route_many): for the library's
-            # log.info, one Python frame less per call
-            self.route_many = MethodType(_croute.route_many, self)
 
     # -- the record path -------------------------------------------------------------
     def route(self, record: Record) -> None:
@@ -240,3 +235,10 @@ class Router:
                            "size": ring.capacity if ring is not None else 0,
                            "skipped": ring.skipped if ring is not None else 0},
             }
+
+
+# route_many whole in C (the same steps, a method descriptor of this class): for the library's
+# log.info, one Python frame less per call. The tests run both.
+_route_many_py = Router.route_many
+if _croute is not None:
+    Router.route_many = _croute.route_many_for(Router)      # type: ignore[method-assign]

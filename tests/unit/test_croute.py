@@ -7,6 +7,7 @@ fakes so that failures, recoveries and odd values happen at random.
 """
 import os
 import re
+import types
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -21,6 +22,11 @@ from virlogd.specs import FilterSpec
 in_use = pytest.mark.skipif(router_module._croute is None, reason="the C twin of the router "
                             "loop is not in use (not built, or VIRLOGD_PURE_PYTHON=1)")
 BOTH = [pytest.param(True, marks=in_use, id="c"), pytest.param(False, id="pure")]
+
+
+def _pure(router):
+    """This router routes with the Python route_many (the class has the C one when built)."""
+    router.route_many = types.MethodType(router_module._route_many_py, router)
 
 
 def test_the_c_twin_is_built_in_ci_and_used_when_built():
@@ -97,7 +103,7 @@ def run(use_c, outs_spec, filt_spec, default, recs, ring_kb, flush_each, batches
     router = Router(state, RingBuffer(ring_kb * 1024) if ring_kb else None,
                     flush_each=flush_each, report_interval=1000)
     if not use_c:
-        router.__dict__.pop("route_many", None)      # the class's route_many, in Python
+        _pure(router)
     records = [Record(prio, source, f"m{i}", time=1700000000.5 + i, pid=7, func="f", line=i,
                       stack=stack) for i, (prio, source, stack) in enumerate(recs)]
     outcome = []
@@ -145,7 +151,7 @@ def test_an_error_outside_an_output_comes_out_after_the_records_before_it(use_c)
     state.plan = state.plan[:3] + (state.outputs,) + state.plan[4:] if use_c else None
     router = Router(state, RingBuffer(1024))
     if not use_c:
-        router.__dict__.pop("route_many", None)
+        _pure(router)
     with pytest.raises(RuntimeError, match="^no priority$"):
         router.route_many([Record(3, "s", "first", time=1.0, pid=1),
                            Record(3, "s", "second", time=1.0, pid=1)])
@@ -172,8 +178,9 @@ def _free_for_another_thread(lock):
 @in_use
 def test_the_router_runs_route_many_whole_in_c_when_built():
     router = Router(RouterState(FilterSet([], 1), []))
-    assert router.route_many.__func__ is router_module._croute.route_many
-    assert router.route_many.__self__ is router
+    assert type(Router.__dict__["route_many"]).__name__ == "method_descriptor"
+    assert Router.route_many is not router_module._route_many_py
+    assert router.route_many.__self__ is router and "route_many" not in vars(router)
 
 
 class Lock:
@@ -223,13 +230,64 @@ def test_route_many_holds_the_lock_as_a_with_statement_does(use_c):
     assert router.received == 4
 
 
+class Quirky(Lock):
+    """__exit__ that handles an error of its own, or says the body's error is dealt with."""
+
+    def __init__(self, journal, mode):
+        super().__init__(journal)
+        self.mode = mode
+
+    def __exit__(self, *exc):
+        self.journal.append(("exit", exc[0].__name__ if exc[0] else None))
+        if self.mode == "suppress":
+            return True
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            raise RuntimeError("release broke")
+
+
+@pytest.mark.parametrize("use_c", BOTH)
+def test_route_many_exits_the_lock_exactly_as_a_with_statement_does(use_c):
+    """__exit__ sees the body's error, a true answer suppresses it, and an error raised while
+    __exit__ handles one of its own chains through that one to the body's error."""
+    journal = []
+    router = _router_of([Scripted("o", 1, True, False, {"m1": "stop"}, journal)], use_c)
+    router._lock = Quirky(journal, "suppress")
+    router.route_many([Record(3, "s", "m1", time=1.0, pid=1)])          # Stop suppressed
+    assert journal[-1] == ("exit", "Stop")
+    router._lock = Quirky(journal, "chain")
+    with pytest.raises(RuntimeError) as err:
+        router.route_many([Record(3, "s", "m1", time=1.0, pid=1)])
+    inner = err.value.__context__
+    assert type(inner) is KeyError and type(inner.__context__) is Stop
+    assert inner.__context__.__context__ is None
+    import sys
+    assert sys.exc_info() == (None, None, None)
+
+
+@pytest.mark.parametrize("use_c", BOTH)
+def test_a_subclass_may_wrap_route_many(use_c):
+    seen = []
+
+    class Counting(Router):
+        def route_many(self, records):
+            seen.append(len(records))
+            (super().route_many if use_c else
+             types.MethodType(router_module._route_many_py, self))(records)
+    journal = []
+    state = RouterState(FilterSet([], 1), [Scripted("o", 1, True, False, {}, journal)])
+    Counting(state).route_many([Record(3, "s", "m0", time=1.0, pid=1)])
+    assert seen == [1] and [e[:3] for e in journal] == [("handle", "o", "m0")]
+
+
 def _router_of(outs, use_c, filters=None):
     state = RouterState(filters or FilterSet([], 1), outs)
     if not use_c:
         state.plan = None
     router = Router(state, RingBuffer(1024), report_interval=1000)
     if not use_c:
-        router.__dict__.pop("route_many", None)      # the class's route_many, in Python
+        _pure(router)
     return router
 
 
@@ -359,7 +417,8 @@ def test_both_line_appenders_refuse_wrong_calls_with_the_same_words():
     r = Record(2, "s", "m", time=1.0, pid=1)
     for args, kwargs in [((), {}), ((r,), {}), ((r, "l", "x"), {}), ((r,), {"line": "l"}),
                          ((), {"record": r, "line": "l"}), ((r, "l"), {"other": 1}),
-                         ((r, "l", "x"), {"other": 1}), ((), {"other": 1, "line": "l"})]:
+                         ((r, "l", "x"), {"other": 1}), ((), {"other": 1, "line": "l"}),
+                         ((r, "l"), {"self": 1}), ((r,), {"line": "l", "self": 1})]:
         outcomes = set()
         for appender_type in (output_base._LineAppenderPy, router_module._croute.LineAppender):
             with pytest.raises(TypeError) as err:

@@ -35,11 +35,11 @@ class VirlogdOutput(Output):
         # The whole of Output.handle for an output without headers: encode, queue, count.
         # An instance attribute, so the router's out.handle(record, line) is one C call with
         # the C twin (this is the library's log.info path).
-        self.handle = wire.FrameSender(self.client, self.ident)
+        self._sender = self.handle = wire.FrameSender(self.client, self.ident)
 
     @property
     def written(self) -> int:
-        return self.handle.sent
+        return self._sender.sent
 
     @written.setter
     def written(self, _value: int) -> None:
