@@ -22,6 +22,7 @@
 #include "_ccaller.h"
 #include "_ccall.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -913,6 +914,259 @@ static PyTypeObject Sender_Type = {
     .tp_new = Sender_new,
 };
 
+/* -- RecordHandler ---------------------------------------------------------------------- */
+
+/* VirlogdHandler.handle for the usual stdlib record, in one C call: a plain LogRecord (no
+ * extras, no exception or stack), a handler with no filters and no formatter. It does what
+ * the Python handle() and emit() do for such a record, in their order: getMessage(), then
+ * self.client.send_frame(encode_parts(priority, name, message, time=created, func=funcName,
+ * line=lineno or 0, file=pathname, fields=None, stack=None, ident=self.ident)), an Exception
+ * going to self.handleError(record) while it is the exception being handled; True. Any
+ * other call or record is handed, untouched, to the Python handle() given as *fallback*. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *handler;
+    PyObject *fallback;        /* VirlogdHandler.handle, the function */
+    PyObject *record_type;     /* logging.LogRecord */
+    Py_ssize_t plain_size;     /* attributes of a plain LogRecord */
+    vectorcallfunc vectorcall;
+} RecordHandlerObject;
+
+enum { R_FILTERS, R_FORMATTER, R_EXC_INFO, R_EXC_TEXT, R_STACK_INFO, R_LEVELNO, R_NAME,
+       R_CREATED, R_FUNCNAME, R_LINENO, R_PATHNAME, R_GETMESSAGE, R_CLIENT, R_IDENT,
+       R_HANDLEERROR, NR };
+static const char *const r_names[NR] = {
+    "filters", "formatter", "exc_info", "exc_text", "stack_info", "levelno", "name",
+    "created", "funcName", "lineno", "pathname", "getMessage", "client", "ident",
+    "handleError",
+};
+static PyObject *r_interned[NR];
+
+/* fallback(handler, *args, **kwargs) */
+static PyObject *
+handler_fallback(RecordHandlerObject *self, PyObject *const *args, size_t nargsf,
+                 PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
+    PyObject *stack[8], **argv = stack, *res;
+
+    if (total + 1 > 8 && (argv = PyMem_New(PyObject *, total + 1)) == NULL)
+        return PyErr_NoMemory();
+    argv[0] = self->handler;
+    for (Py_ssize_t i = 0; i < total; i++)
+        argv[i + 1] = args[i];
+    res = PyObject_Vectorcall(self->fallback, argv, nargs + 1, kwnames);
+    if (argv != stack)
+        PyMem_Free(argv);
+    return res;
+}
+
+/* 1: the record takes the C path (its attributes, borrowed, in *attrs*); 0: it does not;
+ * -1: an error */
+static int
+usual_record(RecordHandlerObject *self, PyObject *record, PyObject *dict, PyObject **attrs)
+{
+    for (int i = R_EXC_INFO; i <= R_PATHNAME; i++) {
+        if ((attrs[i] = PyDict_GetItemWithError(dict, r_interned[i])) == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+    }
+    for (int i = R_EXC_INFO; i <= R_STACK_INFO; i++) {
+        int truth = PyObject_IsTrue(attrs[i]);
+        if (truth != 0)
+            return truth < 0 ? -1 : 0;
+    }
+    return PyLong_CheckExact(attrs[R_LEVELNO]);
+}
+
+/* the handler's own state allows the C path: filters an empty list, no formatter */
+static int
+usual_handler(PyObject *handler)
+{
+    PyObject *filters = PyObject_GetAttr(handler, r_interned[R_FILTERS]), *formatter;
+    int usual;
+
+    if (filters == NULL)
+        return -1;
+    usual = PyList_CheckExact(filters) && PyList_GET_SIZE(filters) == 0;
+    Py_DECREF(filters);
+    if (!usual)
+        return 0;
+    if ((formatter = PyObject_GetAttr(handler, r_interned[R_FORMATTER])) == NULL)
+        return -1;
+    usual = formatter == Py_None;
+    Py_DECREF(formatter);
+    return usual;
+}
+
+/* the body of emit()'s try: 0, or -1 with the error set */
+static int
+send_record(RecordHandlerObject *self, PyObject *record, PyObject **attrs)
+{
+    PyObject *message, *client, *push = NULL, *argv[10] = {NULL}, *frame = NULL, *res;
+    long level;
+    int rc = -1, truth, overflow;
+
+    if ((message = PyObject_CallMethodNoArgs(record, r_interned[R_GETMESSAGE])) == NULL)
+        return -1;
+    if ((client = PyObject_GetAttr(self->handler, r_interned[R_CLIENT])) == NULL)
+        goto done;
+    push = PyObject_GetAttr(client, s_send_frame);
+    Py_DECREF(client);
+    if (push == NULL)
+        goto done;
+    /* _PRIORITY.get(levelno) or priority_of(levelno): the same four steps for an int (one
+     * beyond a C long is simply very high or very low) */
+    level = PyLong_AsLongAndOverflow(attrs[R_LEVELNO], &overflow);
+    if (level == -1 && PyErr_Occurred())
+        goto done;
+    if (overflow)
+        level = overflow > 0 ? LONG_MAX : LONG_MIN;
+    argv[0] = PyLong_FromLong(level >= 40 ? 4 : level >= 30 ? 3 : level >= 20 ? 2 : 1);
+    if (argv[0] == NULL)
+        goto done;
+    argv[1] = Py_NewRef(attrs[R_NAME]);
+    argv[2] = Py_NewRef(message);
+    argv[3] = Py_NewRef(attrs[R_CREATED]);
+    argv[4] = Py_NewRef(attrs[R_FUNCNAME]);
+    if ((truth = PyObject_IsTrue(attrs[R_LINENO])) < 0)
+        goto done;
+    argv[5] = truth ? Py_NewRef(attrs[R_LINENO]) : PyLong_FromLong(0);
+    if (argv[5] == NULL)
+        goto done;
+    argv[6] = Py_NewRef(attrs[R_PATHNAME]);
+    argv[7] = Py_NewRef(Py_None);
+    argv[8] = Py_NewRef(Py_None);
+    if ((argv[9] = PyObject_GetAttr(self->handler, r_interned[R_IDENT])) == NULL)
+        goto done;
+    if ((frame = encode_parts(NULL, argv, 3, encode_kwnames)) == NULL)
+        goto done;
+    if ((res = PyObject_CallOneArg(push, frame)) == NULL)
+        goto done;
+    Py_DECREF(res);
+    rc = 0;
+done:
+    for (int i = 0; i < 10; i++)
+        Py_XDECREF(argv[i]);
+    Py_XDECREF(frame);
+    Py_XDECREF(push);
+    Py_DECREF(message);
+    return rc;
+}
+
+static PyObject *
+RecordHandler_call(RecordHandlerObject *self, PyObject *const *args, size_t nargsf,
+                   PyObject *kwnames)
+{
+    PyObject *record, *dict, *attrs[NR];
+    int usual;
+
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL
+            || Py_TYPE(args[0]) != (PyTypeObject *)self->record_type)
+        return handler_fallback(self, args, nargsf, kwnames);
+    record = args[0];
+    if ((usual = usual_handler(self->handler)) <= 0)
+        return usual < 0 ? NULL : handler_fallback(self, args, nargsf, kwnames);
+    if ((dict = PyObject_GenericGetDict(record, NULL)) == NULL)
+        return NULL;
+    usual = PyDict_CheckExact(dict) && PyDict_GET_SIZE(dict) <= self->plain_size
+            ? usual_record(self, record, dict, attrs) : 0;
+    if (usual <= 0) {
+        Py_DECREF(dict);
+        return usual < 0 ? NULL : handler_fallback(self, args, nargsf, kwnames);
+    }
+    /* the attributes stay alive while the dict does */
+    if (send_record(self, record, attrs) < 0) {
+        PyObject *type, *value, *tb, *saved[3], *res;
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            Py_DECREF(dict);
+            return NULL;                       /* KeyboardInterrupt, SystemExit...: out */
+        }
+        /* except Exception: self.handleError(record), which reads sys.exc_info() */
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(value, tb);
+        PyErr_GetExcInfo(&saved[0], &saved[1], &saved[2]);
+        PyErr_SetExcInfo(type, value, tb);          /* steals the three */
+        res = PyObject_CallMethodOneArg(self->handler, r_interned[R_HANDLEERROR], record);
+        PyErr_SetExcInfo(saved[0], saved[1], saved[2]);
+        if (res == NULL) {
+            Py_DECREF(dict);
+            return NULL;
+        }
+        Py_DECREF(res);
+    }
+    Py_DECREF(dict);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+RecordHandler_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"handler", "fallback", "record_type", "plain_size", NULL};
+    PyObject *handler, *fallback, *record_type;
+    Py_ssize_t plain_size;
+    RecordHandlerObject *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!n:RecordHandler", kwlist, &handler,
+                                     &fallback, &PyType_Type, &record_type, &plain_size))
+        return NULL;
+    if ((self = (RecordHandlerObject *)type->tp_alloc(type, 0)) == NULL)
+        return NULL;
+    self->handler = Py_NewRef(handler);
+    self->fallback = Py_NewRef(fallback);
+    self->record_type = Py_NewRef(record_type);
+    self->plain_size = plain_size;
+    self->vectorcall = (vectorcallfunc)RecordHandler_call;
+    return (PyObject *)self;
+}
+
+static int
+RecordHandler_traverse(RecordHandlerObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->handler);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->record_type);
+    return 0;
+}
+
+static int
+RecordHandler_clear(RecordHandlerObject *self)
+{
+    Py_CLEAR(self->handler);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->record_type);
+    return 0;
+}
+
+static void
+RecordHandler_dealloc(RecordHandlerObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    RecordHandler_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(RecordHandler_doc,
+"RecordHandler(handler, fallback, record_type, plain_size)\n--\n\n"
+"VirlogdHandler.handle for the usual record in one C call; anything else goes to\n"
+"fallback(handler, ...), the Python handle().");
+
+static PyTypeObject RecordHandler_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "virlogd._cwire.RecordHandler",
+    .tp_basicsize = sizeof(RecordHandlerObject),
+    .tp_dealloc = (destructor)RecordHandler_dealloc,
+    .tp_vectorcall_offset = offsetof(RecordHandlerObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = RecordHandler_doc,
+    .tp_traverse = (traverseproc)RecordHandler_traverse,
+    .tp_clear = (inquiry)RecordHandler_clear,
+    .tp_new = RecordHandler_new,
+};
+
 /* -- module ----------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -953,10 +1207,20 @@ PyInit__cwire(void)
     }
     if (s_send_frame == NULL && (s_send_frame = PyUnicode_InternFromString("send_frame")) == NULL)
         return NULL;
-    if (PyType_Ready(&Sender_Type) < 0 || (m = PyModule_Create(&module)) == NULL)
+    for (int i = 0; i < NR; i++)
+        if (r_interned[i] == NULL &&
+                (r_interned[i] = PyUnicode_InternFromString(r_names[i])) == NULL)
+            return NULL;
+    if (PyType_Ready(&Sender_Type) < 0 || PyType_Ready(&RecordHandler_Type) < 0
+            || (m = PyModule_Create(&module)) == NULL)
         return NULL;
     if (PyModule_AddObject(m, "FrameSender", Py_NewRef(&Sender_Type)) < 0) {
         Py_DECREF(&Sender_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObject(m, "RecordHandler", Py_NewRef(&RecordHandler_Type)) < 0) {
+        Py_DECREF(&RecordHandler_Type);
         Py_DECREF(m);
         return NULL;
     }

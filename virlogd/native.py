@@ -1,6 +1,7 @@
 """Which implementation of the hot paths runs: the C twins, or pure Python.
 
-``ring.py``, ``wire.py`` (with the ``x:virlogd`` output's ``FrameSender``),
+``ring.py``, ``wire.py`` (with the ``x:virlogd`` output's ``FrameSender``; its twin also has
+``RecordHandler``, ``VirlogdHandler.handle`` for the usual record),
 ``textformat.py``, ``framequeue.py`` and ``Router.route_many`` (with the text outputs'
 ``LineAppender``) are complete in pure Python; each has a C twin (``_cring``, ``_cwire``,
 ``_ctext``, ``_cqueue``, ``_croute``) built by ``setup.py`` that does the same work for the

@@ -152,6 +152,9 @@ class FrameSender:
 
 
 _FrameSenderPy = FrameSender
+# VirlogdHandler.handle for the usual record in one call: C only (the Python handle() is the
+# reference it hands everything else to); None without the C twin
+RecordHandler = None
 _getframe = sys._getframe
 # Record.here: the library's constructor. Here because the C twin that fills the daemon's
 # records in place fills the library's too (a seventh of a log.info call, in Python).
@@ -405,3 +408,4 @@ if _cwire is not None and _cwire.bind(Record, fieldnames.RESERVED, _encode_parts
     here = _cwire.here
     here_at = _cwire.here_at
     FrameSender = _cwire.FrameSender    # type: ignore[misc]  # noqa: F811 - the same, in C
+    RecordHandler = _cwire.RecordHandler

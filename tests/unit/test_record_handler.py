@@ -1,0 +1,229 @@
+"""VirlogdHandler's C path (``_cwire.RecordHandler``) against its Python handle().
+
+With wire's C twin, a VirlogdHandler's ``handle`` is a C object that sends the usual stdlib
+record in one call and hands anything else to the Python ``handle()``. For any record and
+any handler state, both must send the same frames, call ``handleError`` alike (with the same
+exception being handled), return the same and let the same exceptions out.
+"""
+import logging
+import math
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from virlogd import wire
+from virlogd.handler import VirlogdHandler
+
+in_use = pytest.mark.skipif(wire.RecordHandler is None, reason="the C twin of wire is not in "
+                            "use (not built, or VIRLOGD_PURE_PYTHON=1)")
+
+
+class Stop(BaseException):
+    """Not an Exception: must come out of handle(), not go to handleError."""
+
+
+class Watched(VirlogdHandler):
+    """Records what handleError saw (overriding it keeps the C path: handle and emit are
+    the class's own)."""
+
+    def handleError(self, record):
+        self.errors.append((sys.exc_info()[0], str(sys.exc_info()[1])))
+
+
+def make_handler(tmp_path, c_path, send=None):
+    handler = Watched(str(tmp_path / "nobody"))
+    handler.errors, handler.frames = [], []
+    handler.client.send_frame = send or handler.frames.append
+    if not c_path:
+        del handler.handle                    # the class's handle(), in Python
+    return handler
+
+
+class Odd:
+    def __str__(self):
+        raise ValueError("no text")
+
+
+texts = st.one_of(st.text(max_size=12), st.sampled_from(["", "app.io", "caf\xe9", "a\nb"]))
+messages = st.one_of(texts, st.sampled_from(["%d items", "%s and %s", "%(k)s", "100%"]),
+                     st.just(Odd()), st.integers())
+arguments = st.one_of(st.just(()), st.tuples(st.integers()), st.tuples(texts, texts),
+                      st.just(({"k": "v"},)), st.just(("x",)))
+levels = st.one_of(st.sampled_from([0, 5, 9, 10, 19, 20, 29, 30, 39, 40, 50, 2**70, -3]),
+                   st.integers(-5, 70), st.just(25.5))
+rarely = st.sampled_from([False, False, False, True])     # most records take the C path
+extras = st.dictionaries(st.sampled_from(["MESSAGE_ID", "request_id", "LIBVIRT_CODE",
+                                          "MESSAGE", "bad-name"]),
+                         st.one_of(texts, st.integers(), st.none()), max_size=2)
+times = st.one_of(st.floats(0, 2e9), st.sampled_from([-1.0, math.inf, math.nan]))
+
+
+@st.composite
+def records(draw):
+    record = logging.LogRecord(draw(st.one_of(texts, st.just(7))), draw(levels),
+                               draw(st.one_of(texts, st.none())),
+                               draw(st.one_of(st.integers(0, 2**33), st.none())),
+                               draw(messages), draw(arguments), None,
+                               func=draw(st.one_of(texts, st.none())),
+                               sinfo="Stack (most recent call last):\n x" if draw(rarely)
+                               else None)
+    record.created = draw(times)
+    if draw(rarely):
+        try:
+            raise KeyError("inside")
+        except KeyError:
+            record.exc_info = sys.exc_info()
+    for key, value in (draw(extras) if draw(rarely) else {}).items():
+        setattr(record, key, value)
+    return record
+
+
+def outcome(handler, record):
+    try:
+        result = ("returned", handler.handle(record))
+    except BaseException as err:  # noqa: BLE001 - what comes out is what is compared
+        result = ("raised", type(err), str(err))
+    return result, list(handler.frames), list(handler.errors)
+
+
+@in_use
+@settings(max_examples=400, deadline=None)
+@given(record=records(), formatter=rarely, veto=rarely,
+       failure=st.sampled_from([None, None, OSError(32, "gone"), Stop("stop")]))
+def test_the_c_path_does_what_the_python_handle_does(tmp_path_factory, record, formatter,
+                                                     veto, failure):
+    tmp_path = tmp_path_factory.mktemp("h")
+    results = []
+    for c_path in (True, False):
+        sent = []
+
+        def send(frame):
+            if failure is not None:
+                raise failure
+            sent.append(frame)
+        handler = make_handler(tmp_path, c_path, send)
+        handler.frames = sent
+        if formatter:
+            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        if veto:
+            handler.addFilter(lambda r: r.levelno != 30)
+        try:
+            results.append(outcome(handler, record))
+        finally:
+            handler.close()
+    assert results[0] == results[1]
+
+
+@in_use
+def test_the_usual_record_takes_the_c_path_and_the_rest_the_python_one(tmp_path):
+    """A plain record is sent without the Python handle(); extras, an exception, a filter
+    or a formatter make the Python handle() send it, so nothing changes for them."""
+    calls = []
+
+    class Counting(Watched):
+        pass
+    handler = make_handler(tmp_path, True)
+    python_handle = VirlogdHandler.handle
+
+    def spy(self, record):
+        calls.append(record.getMessage())
+        return python_handle(self, record)
+    handler.handle = wire.RecordHandler(handler, spy, logging.LogRecord,
+                                        len(logging.LogRecord("", 0, "", 0, "", (), None)
+                                            .__dict__))
+    log = logging.getLogger("test.record_handler")
+    log.propagate, log.handlers = False, [handler]
+    log.setLevel(1)
+    log.info("plain %d", 1)
+    log.info("tagged", extra={"MESSAGE_ID": "x"})
+    try:
+        raise KeyError("k")
+    except KeyError:
+        log.exception("failed")
+    handler.setFormatter(logging.Formatter("%(message)s!"))
+    log.info("formatted")
+    handler.setFormatter(None)
+    handler.addFilter(lambda r: True)
+    log.info("filtered")
+    assert calls == ["tagged", "failed", "formatted", "filtered"]
+    assert len(handler.frames) == 5 and b"plain 1" in handler.frames[0]
+    assert b"formatted!" in handler.frames[3]
+    handler.close()
+
+
+def test_a_subclass_that_overrides_emit_or_handle_keeps_its_own(tmp_path):
+    class OwnEmit(VirlogdHandler):
+        def emit(self, record):
+            self.seen = record.getMessage()
+
+    class OwnHandle(VirlogdHandler):
+        def handle(self, record):
+            self.seen = record.getMessage()
+    for cls in (OwnEmit, OwnHandle):
+        handler = cls(str(tmp_path / "nobody"))
+        assert "handle" not in vars(handler)
+        handler.handle(logging.LogRecord("n", 20, "p", 1, "mine", (), None))
+        assert handler.seen == "mine"
+        handler.close()
+
+
+@in_use
+def test_a_wrong_call_gets_the_python_handles_error(tmp_path):
+    handler = make_handler(tmp_path, True)
+    with pytest.raises(TypeError) as c_err:
+        handler.handle()
+    with pytest.raises(TypeError) as py_err:
+        VirlogdHandler.handle(handler)
+    assert str(c_err.value) == str(py_err.value)
+    with pytest.raises(TypeError) as c_err:
+        handler.handle(logging.LogRecord("n", 20, "p", 1, "m", (), None), extra=1)
+    assert "extra" in str(c_err.value)
+    handler.close()
+
+
+@in_use
+def test_the_c_path_keeps_no_reference(tmp_path):
+    handler = make_handler(tmp_path, True)
+    record = logging.LogRecord("n", 20, "p", 1, "m %s", ("x",), None)
+    bad = logging.LogRecord("n", 20, "p", 1, "m %d", ("x",), None)     # getMessage fails
+    before = (sys.getrefcount(record), sys.getrefcount(bad), sys.getrefcount(handler))
+    for _ in range(2000):
+        handler.handle(record)
+        handler.handle(bad)
+    handler.frames.clear()
+    handler.errors.clear()
+    assert (sys.getrefcount(record), sys.getrefcount(bad), sys.getrefcount(handler)) == before
+    handler.close()
+
+
+@in_use
+@pytest.mark.parametrize("level, priority", [(0, 1), (9, 1), (10, 1), (19, 1), (20, 2),
+                                             (29, 2), (30, 3), (39, 3), (40, 4), (50, 4),
+                                             (2**70, 4), (-3, 1)])
+def test_the_c_path_maps_levels_as_the_python_handler_does(tmp_path, level, priority):
+    frames, record = [], logging.LogRecord("n", level, "p", 1, "m", (), None)
+    for c_path in (True, False):
+        handler = make_handler(tmp_path, c_path)
+        handler.handle(record)
+        frames.append(handler.frames[0])
+        handler.close()
+    assert frames[0] == frames[1] and frames[0][5] == priority
+
+
+@in_use
+@pytest.mark.parametrize("c_path", [True, False])
+def test_a_stack_alone_or_a_base_exception_is_as_the_python_handler_does(tmp_path, c_path):
+    """stack_info alone sends the stack; a BaseException from the client comes out, never
+    reaching handleError."""
+    handler = make_handler(tmp_path, c_path)
+    handler.handle(logging.LogRecord("n", 20, "p", 1, "m", (), None, sinfo="Stack:\n x"))
+    assert b"Stack:\n x" in handler.frames[0]
+
+    def stop(frame):
+        raise Stop("stop")
+    handler.client.send_frame = stop
+    with pytest.raises(Stop):
+        handler.handle(logging.LogRecord("n", 20, "p", 1, "m", (), None))
+    assert handler.errors == []
+    handler.close()
