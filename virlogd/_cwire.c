@@ -916,19 +916,33 @@ static PyTypeObject Sender_Type = {
 
 /* -- RecordHandler ---------------------------------------------------------------------- */
 
-/* VirlogdHandler.handle for the usual stdlib record, in one C call: a plain LogRecord (no
- * extras, no exception or stack), a handler with no filters and no formatter. It does what
- * the Python handle() and emit() do for such a record, in their order: getMessage(), then
- * self.client.send_frame(encode_parts(priority, name, message, time=created, func=funcName,
- * line=lineno or 0, file=pathname, fields=None, stack=None, ident=self.ident)), an Exception
- * going to self.handleError(record) while it is the exception being handled; True. Any
- * other call or record is handed, untouched, to the Python handle() given as *fallback*. */
+/* VirlogdHandler.handle in one C call for a plain logging.LogRecord and a handler with no
+ * filters and no formatter (what a program's handler usually is): it then does what the
+ * Python handle() and emit() do, step by step and in their order, reading every attribute
+ * when they read it, with the Python helpers (_priority, _fields, _stack) for the rare parts:
+ *
+ *   try:
+ *       message = record.getMessage()
+ *       self.client.send_frame(encode_parts(_priority(levelno), record.name, message,
+ *           time=record.created, func=record.funcName, line=record.lineno or 0,
+ *           file=record.pathname, fields=_fields(record) if the record has extras else None,
+ *           stack=_stack(record) if exc_info or exc_text or stack_info else None,
+ *           ident=self.ident))
+ *   except Exception:
+ *       self.handleError(record)
+ *   return True
+ *
+ * Any other call, record or handler state is handed, untouched, to the Python handle() given
+ * as *fallback*. */
 typedef struct {
     PyObject_HEAD
     PyObject *handler;
     PyObject *fallback;        /* VirlogdHandler.handle, the function */
     PyObject *record_type;     /* logging.LogRecord */
     Py_ssize_t plain_size;     /* attributes of a plain LogRecord */
+    PyObject *priority;        /* handler._priority(levelno) */
+    PyObject *fields;          /* handler._fields(record) */
+    PyObject *stack;           /* handler._stack(record) */
     vectorcallfunc vectorcall;
 } RecordHandlerObject;
 
@@ -962,23 +976,6 @@ handler_fallback(RecordHandlerObject *self, PyObject *const *args, size_t nargsf
     return res;
 }
 
-/* 1: the record takes the C path (its attributes, borrowed, in *attrs*); 0: it does not;
- * -1: an error */
-static int
-usual_record(RecordHandlerObject *self, PyObject *record, PyObject *dict, PyObject **attrs)
-{
-    for (int i = R_EXC_INFO; i <= R_PATHNAME; i++) {
-        if ((attrs[i] = PyDict_GetItemWithError(dict, r_interned[i])) == NULL)
-            return PyErr_Occurred() ? -1 : 0;
-    }
-    for (int i = R_EXC_INFO; i <= R_STACK_INFO; i++) {
-        int truth = PyObject_IsTrue(attrs[i]);
-        if (truth != 0)
-            return truth < 0 ? -1 : 0;
-    }
-    return PyLong_CheckExact(attrs[R_LEVELNO]);
-}
-
 /* the handler's own state allows the C path: filters an empty list, no formatter */
 static int
 usual_handler(PyObject *handler)
@@ -999,13 +996,48 @@ usual_handler(PyObject *handler)
     return usual;
 }
 
+/* _priority(levelno), the thresholds themselves for an int */
+static PyObject *
+priority_of_level(RecordHandlerObject *self, PyObject *levelno)
+{
+    long level;
+    int overflow;
+
+    if (!PyLong_CheckExact(levelno))
+        return PyObject_CallOneArg(self->priority, levelno);
+    level = PyLong_AsLongAndOverflow(levelno, &overflow);
+    if (level == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow)
+        level = overflow > 0 ? LONG_MAX : LONG_MIN;
+    return PyLong_FromLong(level >= 40 ? 4 : level >= 30 ? 3 : level >= 20 ? 2 : 1);
+}
+
+/* the record's exception or stack, as "exc_info or exc_text or stack_info" reads them: 1 if
+ * any is true */
+static int
+has_stack(PyObject *record)
+{
+    for (int i = R_EXC_INFO; i <= R_STACK_INFO; i++) {
+        PyObject *value = PyObject_GetAttr(record, r_interned[i]);
+        int truth;
+        if (value == NULL)
+            return -1;
+        truth = PyObject_IsTrue(value);
+        Py_DECREF(value);
+        if (truth != 0)
+            return truth;
+    }
+    return 0;
+}
+
 /* the body of emit()'s try: 0, or -1 with the error set */
 static int
-send_record(RecordHandlerObject *self, PyObject *record, PyObject **attrs)
+emit_record(RecordHandlerObject *self, PyObject *record)
 {
-    PyObject *message, *client, *push = NULL, *argv[10] = {NULL}, *frame = NULL, *res;
-    long level;
-    int rc = -1, truth, overflow;
+    PyObject *message, *client, *push = NULL, *argv[10] = {NULL}, *frame = NULL, *res,
+        *level = NULL, *dict = NULL;
+    int rc = -1, truth;
 
     if ((message = PyObject_CallMethodNoArgs(record, r_interned[R_GETMESSAGE])) == NULL)
         return -1;
@@ -1015,33 +1047,33 @@ send_record(RecordHandlerObject *self, PyObject *record, PyObject **attrs)
     Py_DECREF(client);
     if (push == NULL)
         goto done;
-    /* _PRIORITY.get(levelno) or priority_of(levelno): the same four steps for an int (one
-     * beyond a C long is simply very high or very low) */
-    level = PyLong_AsLongAndOverflow(attrs[R_LEVELNO], &overflow);
-    if (level == -1 && PyErr_Occurred())
+    if ((level = PyObject_GetAttr(record, r_interned[R_LEVELNO])) == NULL
+            || (argv[0] = priority_of_level(self, level)) == NULL
+            || (argv[1] = PyObject_GetAttr(record, r_interned[R_NAME])) == NULL)
         goto done;
-    if (overflow)
-        level = overflow > 0 ? LONG_MAX : LONG_MIN;
-    argv[0] = PyLong_FromLong(level >= 40 ? 4 : level >= 30 ? 3 : level >= 20 ? 2 : 1);
-    if (argv[0] == NULL)
-        goto done;
-    argv[1] = Py_NewRef(attrs[R_NAME]);
     argv[2] = Py_NewRef(message);
-    argv[3] = Py_NewRef(attrs[R_CREATED]);
-    argv[4] = Py_NewRef(attrs[R_FUNCNAME]);
-    if ((truth = PyObject_IsTrue(attrs[R_LINENO])) < 0)
+    if ((argv[3] = PyObject_GetAttr(record, r_interned[R_CREATED])) == NULL
+            || (argv[4] = PyObject_GetAttr(record, r_interned[R_FUNCNAME])) == NULL
+            || (argv[5] = PyObject_GetAttr(record, r_interned[R_LINENO])) == NULL
+            || (truth = PyObject_IsTrue(argv[5])) < 0)
         goto done;
-    argv[5] = truth ? Py_NewRef(attrs[R_LINENO]) : PyLong_FromLong(0);
-    if (argv[5] == NULL)
+    if (!truth) {                              /* line=record.lineno or 0 */
+        Py_SETREF(argv[5], PyLong_FromLong(0));
+        if (argv[5] == NULL)
+            goto done;
+    }
+    if ((argv[6] = PyObject_GetAttr(record, r_interned[R_PATHNAME])) == NULL
+            || (dict = PyObject_GenericGetDict(record, NULL)) == NULL)
         goto done;
-    argv[6] = Py_NewRef(attrs[R_PATHNAME]);
-    argv[7] = Py_NewRef(Py_None);
-    argv[8] = Py_NewRef(Py_None);
-    if ((argv[9] = PyObject_GetAttr(self->handler, r_interned[R_IDENT])) == NULL)
+    argv[7] = PyDict_GET_SIZE(dict) > self->plain_size
+              ? PyObject_CallOneArg(self->fields, record) : Py_NewRef(Py_None);
+    if (argv[7] == NULL || (truth = has_stack(record)) < 0)
         goto done;
-    if ((frame = encode_parts(NULL, argv, 3, encode_kwnames)) == NULL)
-        goto done;
-    if ((res = PyObject_CallOneArg(push, frame)) == NULL)
+    argv[8] = truth ? PyObject_CallOneArg(self->stack, record) : Py_NewRef(Py_None);
+    if (argv[8] == NULL
+            || (argv[9] = PyObject_GetAttr(self->handler, r_interned[R_IDENT])) == NULL
+            || (frame = encode_parts(NULL, argv, 3, encode_kwnames)) == NULL
+            || (res = PyObject_CallOneArg(push, frame)) == NULL)
         goto done;
     Py_DECREF(res);
     rc = 0;
@@ -1050,6 +1082,8 @@ done:
         Py_XDECREF(argv[i]);
     Py_XDECREF(frame);
     Py_XDECREF(push);
+    Py_XDECREF(level);
+    Py_XDECREF(dict);
     Py_DECREF(message);
     return rc;
 }
@@ -1058,28 +1092,19 @@ static PyObject *
 RecordHandler_call(RecordHandlerObject *self, PyObject *const *args, size_t nargsf,
                    PyObject *kwnames)
 {
-    PyObject *record, *dict, *attrs[NR];
+    PyObject *record;
     int usual;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL
             || Py_TYPE(args[0]) != (PyTypeObject *)self->record_type)
         return handler_fallback(self, args, nargsf, kwnames);
-    record = args[0];
     if ((usual = usual_handler(self->handler)) <= 0)
         return usual < 0 ? NULL : handler_fallback(self, args, nargsf, kwnames);
-    if ((dict = PyObject_GenericGetDict(record, NULL)) == NULL)
-        return NULL;
-    usual = PyDict_CheckExact(dict) && PyDict_GET_SIZE(dict) <= self->plain_size
-            ? usual_record(self, record, dict, attrs) : 0;
-    if (usual <= 0) {
-        Py_DECREF(dict);
-        return usual < 0 ? NULL : handler_fallback(self, args, nargsf, kwnames);
-    }
-    /* the attributes stay alive while the dict does */
-    if (send_record(self, record, attrs) < 0) {
+    record = Py_NewRef(args[0]);
+    if (emit_record(self, record) < 0) {
         PyObject *type, *value, *tb, *saved[3], *res;
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-            Py_DECREF(dict);
+            Py_DECREF(record);
             return NULL;                       /* KeyboardInterrupt, SystemExit...: out */
         }
         /* except Exception: self.handleError(record), which reads sys.exc_info() */
@@ -1092,25 +1117,27 @@ RecordHandler_call(RecordHandlerObject *self, PyObject *const *args, size_t narg
         res = PyObject_CallMethodOneArg(self->handler, r_interned[R_HANDLEERROR], record);
         PyErr_SetExcInfo(saved[0], saved[1], saved[2]);
         if (res == NULL) {
-            Py_DECREF(dict);
+            Py_DECREF(record);
             return NULL;
         }
         Py_DECREF(res);
     }
-    Py_DECREF(dict);
+    Py_DECREF(record);
     Py_RETURN_TRUE;
 }
 
 static PyObject *
 RecordHandler_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"handler", "fallback", "record_type", "plain_size", NULL};
-    PyObject *handler, *fallback, *record_type;
+    static char *kwlist[] = {"handler", "fallback", "record_type", "plain_size", "priority",
+                             "fields", "stack", NULL};
+    PyObject *handler, *fallback, *record_type, *priority, *fields, *stack;
     Py_ssize_t plain_size;
     RecordHandlerObject *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!n:RecordHandler", kwlist, &handler,
-                                     &fallback, &PyType_Type, &record_type, &plain_size))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!nOOO:RecordHandler", kwlist, &handler,
+                                     &fallback, &PyType_Type, &record_type, &plain_size,
+                                     &priority, &fields, &stack))
         return NULL;
     if ((self = (RecordHandlerObject *)type->tp_alloc(type, 0)) == NULL)
         return NULL;
@@ -1118,6 +1145,9 @@ RecordHandler_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->fallback = Py_NewRef(fallback);
     self->record_type = Py_NewRef(record_type);
     self->plain_size = plain_size;
+    self->priority = Py_NewRef(priority);
+    self->fields = Py_NewRef(fields);
+    self->stack = Py_NewRef(stack);
     self->vectorcall = (vectorcallfunc)RecordHandler_call;
     return (PyObject *)self;
 }
@@ -1128,6 +1158,9 @@ RecordHandler_traverse(RecordHandlerObject *self, visitproc visit, void *arg)
     Py_VISIT(self->handler);
     Py_VISIT(self->fallback);
     Py_VISIT(self->record_type);
+    Py_VISIT(self->priority);
+    Py_VISIT(self->fields);
+    Py_VISIT(self->stack);
     return 0;
 }
 
@@ -1137,6 +1170,9 @@ RecordHandler_clear(RecordHandlerObject *self)
     Py_CLEAR(self->handler);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->record_type);
+    Py_CLEAR(self->priority);
+    Py_CLEAR(self->fields);
+    Py_CLEAR(self->stack);
     return 0;
 }
 
@@ -1149,9 +1185,9 @@ RecordHandler_dealloc(RecordHandlerObject *self)
 }
 
 PyDoc_STRVAR(RecordHandler_doc,
-"RecordHandler(handler, fallback, record_type, plain_size)\n--\n\n"
-"VirlogdHandler.handle for the usual record in one C call; anything else goes to\n"
-"fallback(handler, ...), the Python handle().");
+"RecordHandler(handler, fallback, record_type, plain_size, priority, fields, stack)\n--\n\n"
+"VirlogdHandler.handle in one C call for a plain record and a handler with no filters or\n"
+"formatter; anything else goes to fallback(handler, ...), the Python handle().");
 
 static PyTypeObject RecordHandler_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)

@@ -43,6 +43,10 @@ _PRIORITY = {logging.DEBUG: 1, logging.INFO: 2, logging.WARNING: 3, logging.ERRO
              logging.CRITICAL: 4}
 
 
+def _priority(levelno) -> int:
+    return _PRIORITY.get(levelno) or priority_of(levelno)
+
+
 def _program() -> Optional[str]:
     argv0 = sys.argv[0] if getattr(sys, "argv", None) else ""
     name = os.path.basename(argv0)
@@ -65,7 +69,7 @@ class VirlogdHandler(logging.Handler):
         if (wire.RecordHandler is not None and cls.handle is VirlogdHandler.handle
                 and cls.emit is VirlogdHandler.emit):
             self.handle = wire.RecordHandler(self, VirlogdHandler.handle, logging.LogRecord,
-                                             _PLAIN_SIZE)
+                                             _PLAIN_SIZE, _priority, _fields, _stack)
 
     def handle(self, record: logging.LogRecord):
         """``Handler.handle`` without the handler's I/O lock: ``emit`` only hands one frame
@@ -81,7 +85,7 @@ class VirlogdHandler(logging.Handler):
         try:
             message = record.getMessage() if self.formatter is None else self.format(record)
             self.client.send_frame(wire.encode_parts(
-                _PRIORITY.get(record.levelno) or priority_of(record.levelno), record.name,
+                _priority(record.levelno), record.name,
                 message, time=record.created, func=record.funcName, line=record.lineno or 0,
                 file=record.pathname,
                 # the usual record has no extras and no exception: decided without a call

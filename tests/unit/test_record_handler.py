@@ -51,7 +51,7 @@ messages = st.one_of(texts, st.sampled_from(["%d items", "%s and %s", "%(k)s", "
 arguments = st.one_of(st.just(()), st.tuples(st.integers()), st.tuples(texts, texts),
                       st.just(({"k": "v"},)), st.just(("x",)))
 levels = st.one_of(st.sampled_from([0, 5, 9, 10, 19, 20, 29, 30, 39, 40, 50, 2**70, -3]),
-                   st.integers(-5, 70), st.just(25.5))
+                   st.integers(-5, 70), st.sampled_from([25.5, 45.5, True]))
 rarely = st.sampled_from([False, False, False, True])     # most records take the C path
 extras = st.dictionaries(st.sampled_from(["MESSAGE_ID", "request_id", "LIBVIRT_CODE",
                                           "MESSAGE", "bad-name"]),
@@ -116,13 +116,12 @@ def test_the_c_path_does_what_the_python_handle_does(tmp_path_factory, record, f
 
 
 @in_use
-def test_the_usual_record_takes_the_c_path_and_the_rest_the_python_one(tmp_path):
-    """A plain record is sent without the Python handle(); extras, an exception, a filter
-    or a formatter make the Python handle() send it, so nothing changes for them."""
+def test_a_plain_handler_takes_the_c_path_and_a_filter_or_formatter_the_python_one(tmp_path):
+    """Every LogRecord (extras and exceptions too) is sent without the Python handle() while
+    the handler has no filters and no formatter; with either, the Python handle() sends it,
+    so nothing changes for them. Another record class goes to the Python handle() too."""
+    from virlogd import handler as handler_module
     calls = []
-
-    class Counting(Watched):
-        pass
     handler = make_handler(tmp_path, True)
     python_handle = VirlogdHandler.handle
 
@@ -130,8 +129,8 @@ def test_the_usual_record_takes_the_c_path_and_the_rest_the_python_one(tmp_path)
         calls.append(record.getMessage())
         return python_handle(self, record)
     handler.handle = wire.RecordHandler(handler, spy, logging.LogRecord,
-                                        len(logging.LogRecord("", 0, "", 0, "", (), None)
-                                            .__dict__))
+                                        handler_module._PLAIN_SIZE, handler_module._priority,
+                                        handler_module._fields, handler_module._stack)
     log = logging.getLogger("test.record_handler")
     log.propagate, log.handlers = False, [handler]
     log.setLevel(1)
@@ -146,10 +145,54 @@ def test_the_usual_record_takes_the_c_path_and_the_rest_the_python_one(tmp_path)
     handler.setFormatter(None)
     handler.addFilter(lambda r: True)
     log.info("filtered")
-    assert calls == ["tagged", "failed", "formatted", "filtered"]
-    assert len(handler.frames) == 5 and b"plain 1" in handler.frames[0]
+    handler.filters.clear()
+
+    class Mine(logging.LogRecord):
+        pass
+    handler.handle(Mine("n", 20, "p", 1, "subclassed", (), None))
+    assert calls == ["formatted", "filtered", "subclassed"]
+    assert len(handler.frames) == 6 and b"plain 1" in handler.frames[0]
+    assert b"MESSAGE_ID" in handler.frames[1] and b"KeyError: 'k'" in handler.frames[2]
     assert b"formatted!" in handler.frames[3]
     handler.close()
+
+
+class Meddling:
+    """A message whose text changes the record it is in (getMessage runs first)."""
+
+    def __init__(self, how):
+        self.how, self.record = how, None
+
+    def __str__(self):
+        if self.how == "drop":
+            del self.record.name
+        elif self.how == "extra":
+            self.record.MESSAGE_ID = "added"
+        elif self.how == "rename":
+            self.record.name = "renamed"
+        return "meddled"
+
+
+@in_use
+@pytest.mark.parametrize("how", ["drop", "extra", "rename"])
+def test_a_record_changed_by_its_own_message_is_read_as_the_python_handler_reads_it(
+        tmp_path, how):
+    """Attributes are read after getMessage(), as emit() reads them: what the message did to
+    the record shows, and a missing one goes to handleError, on both paths."""
+    results = []
+    for c_path in (True, False):
+        msg = Meddling(how)
+        record = logging.LogRecord("n", 20, "p", 1, msg, (), None)
+        record.created = 1700000000.0
+        msg.record = record
+        handler = make_handler(tmp_path, c_path)
+        results.append(outcome(handler, record))
+        handler.close()
+    assert results[0] == results[1]
+    if how == "drop":
+        assert results[0][2] == [(AttributeError, "'LogRecord' object has no attribute 'name'")]
+    else:
+        assert results[0][1] and results[0][2] == []
 
 
 def test_a_subclass_that_overrides_emit_or_handle_keeps_its_own(tmp_path):
@@ -200,7 +243,7 @@ def test_the_c_path_keeps_no_reference(tmp_path):
 @in_use
 @pytest.mark.parametrize("level, priority", [(0, 1), (9, 1), (10, 1), (19, 1), (20, 2),
                                              (29, 2), (30, 3), (39, 3), (40, 4), (50, 4),
-                                             (2**70, 4), (-3, 1)])
+                                             (2**70, 4), (-3, 1), (45.5, 4), (True, 1)])
 def test_the_c_path_maps_levels_as_the_python_handler_does(tmp_path, level, priority):
     frames, record = [], logging.LogRecord("n", level, "p", 1, "m", (), None)
     for c_path in (True, False):
