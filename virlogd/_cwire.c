@@ -932,34 +932,34 @@ static PyTypeObject Sender_Type = {
  *       self.handleError(record)
  *   return True
  *
- * Any other call, record or handler state is handed, untouched, to the Python handle() given
- * as *fallback*. */
+ * Any other call, record or handler state (filters, a formatter, emit() or handle() replaced
+ * since) is handed, untouched, to the class's handle(), as if this object were not there. */
 typedef struct {
     PyObject_HEAD
     PyObject *handler;
-    PyObject *fallback;        /* VirlogdHandler.handle, the function */
-    PyObject *record_type;     /* logging.LogRecord */
-    Py_ssize_t plain_size;     /* attributes of a plain LogRecord */
-    PyObject *priority;        /* handler._priority(levelno) */
-    PyObject *fields;          /* handler._fields(record) */
-    PyObject *stack;           /* handler._stack(record) */
+    PyObject *plan;            /* handler.py's _C_PLAN: what the C path needs, gathered once */
     vectorcallfunc vectorcall;
 } RecordHandlerObject;
 
+enum { P_HANDLE, P_EMIT, P_RECORD_TYPE, P_PLAIN_SIZE, P_PRIORITY, P_FIELDS, P_STACK, P_REPORT,
+       P_SIZE };
+
 enum { R_FILTERS, R_FORMATTER, R_EXC_INFO, R_EXC_TEXT, R_STACK_INFO, R_LEVELNO, R_NAME,
-       R_CREATED, R_FUNCNAME, R_LINENO, R_PATHNAME, R_GETMESSAGE, R_CLIENT, R_IDENT,
-       R_HANDLEERROR, NR };
+       R_CREATED, R_FUNCNAME, R_LINENO, R_PATHNAME, R_GETMESSAGE, R_CLIENT, R_IDENT, R_HANDLE,
+       R_EMIT, NR };
 static const char *const r_names[NR] = {
     "filters", "formatter", "exc_info", "exc_text", "stack_info", "levelno", "name",
-    "created", "funcName", "lineno", "pathname", "getMessage", "client", "ident",
-    "handleError",
+    "created", "funcName", "lineno", "pathname", "getMessage", "client", "ident", "handle",
+    "emit",
 };
 static PyObject *r_interned[NR];
 
-/* fallback(handler, *args, **kwargs) */
+#define PLAN(self, i) PyTuple_GET_ITEM((self)->plan, (i))
+
+/* function(handler, *args, **kwargs): the class's handle(), as if there were no C path */
 static PyObject *
-handler_fallback(RecordHandlerObject *self, PyObject *const *args, size_t nargsf,
-                 PyObject *kwnames)
+call_handle(PyObject *function, PyObject *handler, PyObject *const *args, size_t nargsf,
+            PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t total = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
@@ -967,33 +967,53 @@ handler_fallback(RecordHandlerObject *self, PyObject *const *args, size_t nargsf
 
     if (total + 1 > 8 && (argv = PyMem_New(PyObject *, total + 1)) == NULL)
         return PyErr_NoMemory();
-    argv[0] = self->handler;
+    argv[0] = handler;
     for (Py_ssize_t i = 0; i < total; i++)
         argv[i + 1] = args[i];
-    res = PyObject_Vectorcall(self->fallback, argv, nargs + 1, kwnames);
+    res = PyObject_Vectorcall(function, argv, nargs + 1, kwnames);
     if (argv != stack)
         PyMem_Free(argv);
     return res;
 }
 
-/* the handler's own state allows the C path: filters an empty list, no formatter */
+/* 1 when the handler is as VirlogdHandler made it: filters an empty list, no formatter,
+ * emit() the class's own (not replaced on the instance or on the class since); 0 when not
+ * (also when reading its state fails with an Exception: the Python handle() then reads it
+ * again and fails, or reports, as it does); -1 for any other error */
 static int
-usual_handler(PyObject *handler)
+usual_handler(RecordHandlerObject *self, PyObject *handler)
 {
-    PyObject *filters = PyObject_GetAttr(handler, r_interned[R_FILTERS]), *formatter;
+    PyObject *value, *dict;
     int usual;
 
-    if (filters == NULL)
-        return -1;
-    usual = PyList_CheckExact(filters) && PyList_GET_SIZE(filters) == 0;
-    Py_DECREF(filters);
+    if ((value = PyObject_GetAttr(handler, r_interned[R_FILTERS])) == NULL)
+        goto failed;
+    usual = PyList_CheckExact(value) && PyList_GET_SIZE(value) == 0;
+    Py_DECREF(value);
     if (!usual)
         return 0;
-    if ((formatter = PyObject_GetAttr(handler, r_interned[R_FORMATTER])) == NULL)
-        return -1;
-    usual = formatter == Py_None;
-    Py_DECREF(formatter);
+    if ((value = PyObject_GetAttr(handler, r_interned[R_FORMATTER])) == NULL)
+        goto failed;
+    usual = value == Py_None;
+    Py_DECREF(value);
+    if (!usual)
+        return 0;
+    if ((dict = PyObject_GenericGetDict(handler, NULL)) == NULL)
+        goto failed;
+    value = PyDict_GetItemWithError(dict, r_interned[R_EMIT]);
+    Py_DECREF(dict);
+    if (value != NULL || PyErr_Occurred())
+        return value != NULL ? 0 : -1;
+    if ((value = PyObject_GetAttr((PyObject *)Py_TYPE(handler), r_interned[R_EMIT])) == NULL)
+        goto failed;
+    usual = value == PLAN(self, P_EMIT);
+    Py_DECREF(value);
     return usual;
+failed:
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyErr_Clear();
+    return 0;
 }
 
 /* _priority(levelno), the thresholds themselves for an int */
@@ -1004,7 +1024,7 @@ priority_of_level(RecordHandlerObject *self, PyObject *levelno)
     int overflow;
 
     if (!PyLong_CheckExact(levelno))
-        return PyObject_CallOneArg(self->priority, levelno);
+        return PyObject_CallOneArg(PLAN(self, P_PRIORITY), levelno);
     level = PyLong_AsLongAndOverflow(levelno, &overflow);
     if (level == -1 && PyErr_Occurred())
         return NULL;
@@ -1033,15 +1053,18 @@ has_stack(PyObject *record)
 
 /* the body of emit()'s try: 0, or -1 with the error set */
 static int
-emit_record(RecordHandlerObject *self, PyObject *record)
+emit_record(RecordHandlerObject *self, PyObject *handler, PyObject *record)
 {
     PyObject *message, *client, *push = NULL, *argv[10] = {NULL}, *frame = NULL, *res,
         *level = NULL, *dict = NULL;
+    Py_ssize_t plain_size = PyLong_AsSsize_t(PLAN(self, P_PLAIN_SIZE));
     int rc = -1, truth;
 
+    if (plain_size == -1 && PyErr_Occurred())
+        return -1;
     if ((message = PyObject_CallMethodNoArgs(record, r_interned[R_GETMESSAGE])) == NULL)
         return -1;
-    if ((client = PyObject_GetAttr(self->handler, r_interned[R_CLIENT])) == NULL)
+    if ((client = PyObject_GetAttr(handler, r_interned[R_CLIENT])) == NULL)
         goto done;
     push = PyObject_GetAttr(client, s_send_frame);
     Py_DECREF(client);
@@ -1065,13 +1088,13 @@ emit_record(RecordHandlerObject *self, PyObject *record)
     if ((argv[6] = PyObject_GetAttr(record, r_interned[R_PATHNAME])) == NULL
             || (dict = PyObject_GenericGetDict(record, NULL)) == NULL)
         goto done;
-    argv[7] = PyDict_GET_SIZE(dict) > self->plain_size
-              ? PyObject_CallOneArg(self->fields, record) : Py_NewRef(Py_None);
+    argv[7] = PyDict_GET_SIZE(dict) > plain_size
+              ? PyObject_CallOneArg(PLAN(self, P_FIELDS), record) : Py_NewRef(Py_None);
     if (argv[7] == NULL || (truth = has_stack(record)) < 0)
         goto done;
-    argv[8] = truth ? PyObject_CallOneArg(self->stack, record) : Py_NewRef(Py_None);
+    argv[8] = truth ? PyObject_CallOneArg(PLAN(self, P_STACK), record) : Py_NewRef(Py_None);
     if (argv[8] == NULL
-            || (argv[9] = PyObject_GetAttr(self->handler, r_interned[R_IDENT])) == NULL
+            || (argv[9] = PyObject_GetAttr(handler, r_interned[R_IDENT])) == NULL
             || (frame = encode_parts(NULL, argv, 3, encode_kwnames)) == NULL
             || (res = PyObject_CallOneArg(push, frame)) == NULL)
         goto done;
@@ -1088,66 +1111,87 @@ done:
     return rc;
 }
 
+/* the C path: 0, or -1 with the error set (a BaseException, or one from _report) */
+static int
+handle_record(RecordHandlerObject *self, PyObject *handler, PyObject *record)
+{
+    PyObject *type, *value, *tb, *args[3], *res;
+
+    if (emit_record(self, handler, record) == 0)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;                             /* KeyboardInterrupt, SystemExit...: out */
+    /* except Exception: self.handleError(record), through _report, which raises the error
+     * again in a Python frame: handleError (the stdlib's reads tb.tb_frame) then finds the
+     * exception being handled and its traceback, as in emit() */
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    args[0] = handler;
+    args[1] = record;
+    args[2] = value;
+    res = PyObject_Vectorcall(PLAN(self, P_REPORT), args, 3, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
 static PyObject *
 RecordHandler_call(RecordHandlerObject *self, PyObject *const *args, size_t nargsf,
                    PyObject *kwnames)
 {
-    PyObject *record;
+    PyObject *handler = Py_NewRef(self->handler), *handle, *res = NULL, *record;
     int usual;
 
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL
-            || Py_TYPE(args[0]) != (PyTypeObject *)self->record_type)
-        return handler_fallback(self, args, nargsf, kwnames);
-    if ((usual = usual_handler(self->handler)) <= 0)
-        return usual < 0 ? NULL : handler_fallback(self, args, nargsf, kwnames);
-    record = Py_NewRef(args[0]);
-    if (emit_record(self, record) < 0) {
-        PyObject *type, *value, *tb, *saved[3], *res;
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-            Py_DECREF(record);
-            return NULL;                       /* KeyboardInterrupt, SystemExit...: out */
-        }
-        /* except Exception: self.handleError(record), which reads sys.exc_info() */
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL)
-            PyException_SetTraceback(value, tb);
-        PyErr_GetExcInfo(&saved[0], &saved[1], &saved[2]);
-        PyErr_SetExcInfo(type, value, tb);          /* steals the three */
-        res = PyObject_CallMethodOneArg(self->handler, r_interned[R_HANDLEERROR], record);
-        PyErr_SetExcInfo(saved[0], saved[1], saved[2]);
-        if (res == NULL) {
-            Py_DECREF(record);
-            return NULL;
-        }
-        Py_DECREF(res);
+    /* the class's handle() now: a subclass's, or one patched on the class since, is used as
+     * if this object were not there */
+    handle = PyObject_GetAttr((PyObject *)Py_TYPE(handler), r_interned[R_HANDLE]);
+    if (handle == NULL)
+        goto done;
+    if (handle != PLAN(self, P_HANDLE) || PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL
+            || Py_TYPE(args[0]) != (PyTypeObject *)PLAN(self, P_RECORD_TYPE)) {
+        res = call_handle(handle, handler, args, nargsf, kwnames);
+        goto done;
     }
+    if ((usual = usual_handler(self, handler)) <= 0) {
+        if (usual == 0)
+            res = call_handle(handle, handler, args, nargsf, kwnames);
+        goto done;
+    }
+    record = Py_NewRef(args[0]);
+    if (handle_record(self, handler, record) == 0)
+        res = Py_NewRef(Py_True);
     Py_DECREF(record);
-    Py_RETURN_TRUE;
+done:
+    Py_XDECREF(handle);
+    Py_DECREF(handler);
+    return res;
 }
 
 static PyObject *
 RecordHandler_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"handler", "fallback", "record_type", "plain_size", "priority",
-                             "fields", "stack", NULL};
-    PyObject *handler, *fallback, *record_type, *priority, *fields, *stack;
-    Py_ssize_t plain_size;
+    static char *kwlist[] = {"handler", "plan", NULL};
+    PyObject *handler, *plan;
     RecordHandlerObject *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!nOOO:RecordHandler", kwlist, &handler,
-                                     &fallback, &PyType_Type, &record_type, &plain_size,
-                                     &priority, &fields, &stack))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!:RecordHandler", kwlist, &handler,
+                                     &PyTuple_Type, &plan))
         return NULL;
+    if (PyTuple_GET_SIZE(plan) != P_SIZE || !PyType_Check(PyTuple_GET_ITEM(plan, P_RECORD_TYPE))
+            || !PyLong_Check(PyTuple_GET_ITEM(plan, P_PLAIN_SIZE))) {
+        PyErr_SetString(PyExc_TypeError, "RecordHandler(): plan is not handler._C_PLAN");
+        return NULL;
+    }
     if ((self = (RecordHandlerObject *)type->tp_alloc(type, 0)) == NULL)
         return NULL;
     self->handler = Py_NewRef(handler);
-    self->fallback = Py_NewRef(fallback);
-    self->record_type = Py_NewRef(record_type);
-    self->plain_size = plain_size;
-    self->priority = Py_NewRef(priority);
-    self->fields = Py_NewRef(fields);
-    self->stack = Py_NewRef(stack);
+    self->plan = Py_NewRef(plan);
     self->vectorcall = (vectorcallfunc)RecordHandler_call;
     return (PyObject *)self;
 }
@@ -1156,11 +1200,7 @@ static int
 RecordHandler_traverse(RecordHandlerObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->handler);
-    Py_VISIT(self->fallback);
-    Py_VISIT(self->record_type);
-    Py_VISIT(self->priority);
-    Py_VISIT(self->fields);
-    Py_VISIT(self->stack);
+    Py_VISIT(self->plan);
     return 0;
 }
 
@@ -1168,11 +1208,7 @@ static int
 RecordHandler_clear(RecordHandlerObject *self)
 {
     Py_CLEAR(self->handler);
-    Py_CLEAR(self->fallback);
-    Py_CLEAR(self->record_type);
-    Py_CLEAR(self->priority);
-    Py_CLEAR(self->fields);
-    Py_CLEAR(self->stack);
+    Py_CLEAR(self->plan);
     return 0;
 }
 
@@ -1185,9 +1221,9 @@ RecordHandler_dealloc(RecordHandlerObject *self)
 }
 
 PyDoc_STRVAR(RecordHandler_doc,
-"RecordHandler(handler, fallback, record_type, plain_size, priority, fields, stack)\n--\n\n"
-"VirlogdHandler.handle in one C call for a plain record and a handler with no filters or\n"
-"formatter; anything else goes to fallback(handler, ...), the Python handle().");
+"RecordHandler(handler, plan)\n--\n\n"
+"VirlogdHandler.handle in one C call for a LogRecord and a handler with no filters or\n"
+"formatter; anything else goes to the class's handle(). plan is handler._C_PLAN.");
 
 static PyTypeObject RecordHandler_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)

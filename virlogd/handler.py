@@ -68,8 +68,7 @@ class VirlogdHandler(logging.Handler):
         cls = type(self)
         if (wire.RecordHandler is not None and cls.handle is VirlogdHandler.handle
                 and cls.emit is VirlogdHandler.emit):
-            self.handle = wire.RecordHandler(self, VirlogdHandler.handle, logging.LogRecord,
-                                             _PLAIN_SIZE, _priority, _fields, _stack)
+            self.handle = wire.RecordHandler(self, _C_PLAN)
 
     def handle(self, record: logging.LogRecord):
         """``Handler.handle`` without the handler's I/O lock: ``emit`` only hands one frame
@@ -100,10 +99,23 @@ class VirlogdHandler(logging.Handler):
         self.client.flush()
 
     def close(self) -> None:
+        # the C path refers to this handler: without it, nothing waits for the cyclic GC
+        self.__dict__.pop("handle", None)
         try:
             self.client.close()
         finally:
             super().close()
+
+
+def _report(handler: VirlogdHandler, record: logging.LogRecord, err: Exception) -> None:
+    """emit()'s ``except Exception`` for an error of the C path: raised again here, so that
+    ``handleError`` finds it being handled, with a traceback (the stdlib's reads
+    ``tb.tb_frame``)."""
+    try:
+        raise err
+    except Exception:  # noqa: BLE001 - what emit() catches
+        del err        # else the traceback's frame holds the error: a cycle, kept until GC
+        handler.handleError(record)
 
 
 def _fields(record: logging.LogRecord) -> Optional[dict]:
@@ -134,3 +146,9 @@ def _stack(record: logging.LogRecord) -> Optional[str]:
     if record.stack_info:
         parts.append(record.stack_info)
     return "\n".join(part.rstrip("\n") for part in parts) + "\n" if parts else None
+
+
+# what the C path (wire.RecordHandler) needs, gathered once: the Python handle() and emit()
+# it stands for, the record class it takes, and the helpers for the rare parts
+_C_PLAN = (VirlogdHandler.handle, VirlogdHandler.emit, logging.LogRecord, _PLAIN_SIZE,
+           _priority, _fields, _stack, _report)

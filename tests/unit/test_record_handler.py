@@ -122,15 +122,18 @@ def test_a_plain_handler_takes_the_c_path_and_a_filter_or_formatter_the_python_o
     so nothing changes for them. Another record class goes to the Python handle() too."""
     from virlogd import handler as handler_module
     calls = []
-    handler = make_handler(tmp_path, True)
-    python_handle = VirlogdHandler.handle
 
     def spy(self, record):
         calls.append(record.getMessage())
-        return python_handle(self, record)
-    handler.handle = wire.RecordHandler(handler, spy, logging.LogRecord,
-                                        handler_module._PLAIN_SIZE, handler_module._priority,
-                                        handler_module._fields, handler_module._stack)
+        return VirlogdHandler.handle(self, record)
+
+    class Spied(Watched):
+        handle = spy
+    handler = Spied(str(tmp_path / "nobody"))
+    handler.errors, handler.frames = [], []
+    handler.client.send_frame = handler.frames.append
+    plan = (spy,) + handler_module._C_PLAN[1:]
+    handler.handle = wire.RecordHandler(handler, plan)
     log = logging.getLogger("test.record_handler")
     log.propagate, log.handlers = False, [handler]
     log.setLevel(1)
@@ -155,6 +158,53 @@ def test_a_plain_handler_takes_the_c_path_and_a_filter_or_formatter_the_python_o
     assert b"MESSAGE_ID" in handler.frames[1] and b"KeyError: 'k'" in handler.frames[2]
     assert b"formatted!" in handler.frames[3]
     handler.close()
+    assert "handle" not in vars(handler)        # closed: the C path lets go of it
+
+
+@in_use
+def test_emit_or_handle_replaced_after_the_handler_was_made_is_what_runs(tmp_path,
+                                                                      monkeypatch):
+    """Patching emit on the instance or the class, or handle on the class, takes effect at
+    once, as it does without the C path."""
+    record = logging.LogRecord("n", 20, "p", 1, "m", (), None)
+    handler = make_handler(tmp_path, True)
+    seen = []
+    handler.emit = lambda r: seen.append(("instance emit", r.msg))
+    handler.handle(record)
+    del handler.emit
+    monkeypatch.setattr(VirlogdHandler, "emit", lambda self, r: seen.append(("class emit",
+                                                                           r.msg)))
+    handler.handle(record)
+    monkeypatch.undo()
+    monkeypatch.setattr(VirlogdHandler, "handle", lambda self, r: seen.append(("class handle",
+                                                                             r.msg)))
+    handler.handle(record)
+    monkeypatch.undo()
+    handler.handle(record)
+    assert seen == [("instance emit", "m"), ("class emit", "m"), ("class handle", "m")]
+    assert len(handler.frames) == 1
+    handler.close()
+
+
+@in_use
+def test_an_error_raised_in_c_reaches_the_stdlib_handle_error_with_a_traceback(tmp_path,
+                                                                            capsys):
+    """The stdlib's handleError walks tb.tb_frame: an error from C code (here the client's
+    send_frame missing) must come with a traceback, as it does from emit()."""
+    outputs = []
+    for c_path in (True, False):
+        handler = VirlogdHandler(str(tmp_path / "nobody"))
+        if not c_path:
+            del handler.handle
+        handler.client.send_frame = None                   # calling it fails, in C
+        assert handler.handle(logging.LogRecord("n", 20, "p", 1, "m", (), None)) is True
+        lines = capsys.readouterr().err.strip().splitlines()
+        outputs.append([line for line in lines if not line.startswith(" ")
+                        and not line.startswith("Traceback")])
+        handler.close()
+    assert outputs[0] == outputs[1] == [
+        "--- Logging error ---", "TypeError: 'NoneType' object is not callable",
+        "Call stack:", "Message: 'm'", "Arguments: ()"]
 
 
 class Meddling:
@@ -270,3 +320,35 @@ def test_a_stack_alone_or_a_base_exception_is_as_the_python_handler_does(tmp_pat
         handler.handle(logging.LogRecord("n", 20, "p", 1, "m", (), None))
     assert handler.errors == []
     handler.close()
+
+
+class BadTruth:
+    def __bool__(self):
+        raise ValueError("no truth")
+
+
+@in_use
+@pytest.mark.parametrize("how", ["exc_text", "formatter", "filters"])
+def test_a_handler_or_record_that_fails_to_be_read_fails_as_the_python_handle_does(
+        tmp_path, how):
+    """A record whose exc_text cannot be tested, a handler without its formatter: reported
+    through handleError, as emit() does; a handler without its filters: raised, as handle()
+    does (before emit's try)."""
+    results = []
+    for c_path in (True, False):
+        handler = make_handler(tmp_path, c_path)
+        record = logging.LogRecord("n", 20, "p", 1, "m", (), None)
+        record.created = 1700000000.0
+        if how == "exc_text":
+            record.exc_text = BadTruth()
+        else:
+            delattr(handler, how)
+        results.append(outcome(handler, record))
+        handler.close()
+    assert results[0] == results[1]
+    expected = {"exc_text": (ValueError, "no truth"),
+                "formatter": (AttributeError, "'Watched' object has no attribute 'formatter'")}
+    if how in expected:
+        assert results[0][0] == ("returned", True) and results[0][2] == [expected[how]]
+    else:
+        assert results[0][0][:2] == ("raised", AttributeError)
