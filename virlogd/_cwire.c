@@ -938,6 +938,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *handler;
     PyObject *plan;            /* handler.py's _C_PLAN: what the C path needs, gathered once */
+    Py_ssize_t plain_size;     /* its P_PLAIN_SIZE, read once */
     vectorcallfunc vectorcall;
 } RecordHandlerObject;
 
@@ -1057,11 +1058,8 @@ emit_record(RecordHandlerObject *self, PyObject *handler, PyObject *record)
 {
     PyObject *message, *client, *push = NULL, *argv[10] = {NULL}, *frame = NULL, *res,
         *level = NULL, *dict = NULL;
-    Py_ssize_t plain_size = PyLong_AsSsize_t(PLAN(self, P_PLAIN_SIZE));
     int rc = -1, truth;
 
-    if (plain_size == -1 && PyErr_Occurred())
-        return -1;
     if ((message = PyObject_CallMethodNoArgs(record, r_interned[R_GETMESSAGE])) == NULL)
         return -1;
     if ((client = PyObject_GetAttr(handler, r_interned[R_CLIENT])) == NULL)
@@ -1088,7 +1086,7 @@ emit_record(RecordHandlerObject *self, PyObject *handler, PyObject *record)
     if ((argv[6] = PyObject_GetAttr(record, r_interned[R_PATHNAME])) == NULL
             || (dict = PyObject_GenericGetDict(record, NULL)) == NULL)
         goto done;
-    argv[7] = PyDict_GET_SIZE(dict) > plain_size
+    argv[7] = PyDict_GET_SIZE(dict) > self->plain_size
               ? PyObject_CallOneArg(PLAN(self, P_FIELDS), record) : Py_NewRef(Py_None);
     if (argv[7] == NULL || (truth = has_stack(record)) < 0)
         goto done;
@@ -1178,6 +1176,7 @@ RecordHandler_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"handler", "plan", NULL};
     PyObject *handler, *plan;
+    Py_ssize_t plain_size;
     RecordHandlerObject *self;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!:RecordHandler", kwlist, &handler,
@@ -1188,10 +1187,14 @@ RecordHandler_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "RecordHandler(): plan is not handler._C_PLAN");
         return NULL;
     }
+    if ((plain_size = PyLong_AsSsize_t(PyTuple_GET_ITEM(plan, P_PLAIN_SIZE))) == -1
+            && PyErr_Occurred())
+        return NULL;
     if ((self = (RecordHandlerObject *)type->tp_alloc(type, 0)) == NULL)
         return NULL;
     self->handler = Py_NewRef(handler);
     self->plan = Py_NewRef(plan);
+    self->plain_size = plain_size;
     self->vectorcall = (vectorcallfunc)RecordHandler_call;
     return (PyObject *)self;
 }

@@ -61,10 +61,9 @@ class VirlogdHandler(logging.Handler):
         super().__init__(level)
         self.client = Client(socket_path, hold=hold)
         self.ident = _program()
-        # With wire's C twin, the usual record (no extras, exception or stack; no filters or
-        # formatter on this handler) is handled in one C call that does what handle() and
-        # emit() below do; everything else goes to handle(). A subclass that overrides
-        # either keeps its own.
+        # With wire's C twin, a LogRecord reaching a handler with no filters and no formatter
+        # is handled in one C call that does what handle() and emit() below do; everything
+        # else goes to handle(). A subclass that overrides either keeps its own.
         cls = type(self)
         if (wire.RecordHandler is not None and cls.handle is VirlogdHandler.handle
                 and cls.emit is VirlogdHandler.emit):
