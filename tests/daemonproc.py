@@ -6,13 +6,18 @@ others. Processes are stopped by their pid, never by name.
 """
 from __future__ import annotations
 
+import atexit
+import importlib.metadata
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 from virlogd.sockets import listening
 
@@ -140,3 +145,112 @@ def read_until(path: Path, needle: str, timeout: float = 10.0) -> str:
             return None
         return text if needle in text else None
     return wait_for(found, timeout, f"{needle!r} in {path}")
+
+
+# -- running a command as another user -------------------------------------------------------
+# A test that runs a client as another uid cannot use this checkout's .venv: a clone under a
+# 0700 home (/root/virlogd) is out of that user's reach, and Python then starts without
+# virlogd (ModuleNotFoundError). So such commands run from a copy of virlogd and its runtime
+# dependencies, with its own interpreter and console scripts, in a directory every user may
+# read, made once per test session and removed at its end.
+OTHER_USER = "virlogd-test"
+
+
+def other_user() -> pwd.struct_passwd:
+    """The unprivileged account the tests run clients as (created if absent; needs root)."""
+    try:
+        return pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", OTHER_USER], check=True, capture_output=True)
+        return pwd.getpwnam(OTHER_USER)
+
+
+_readable_root: Optional[Path] = None
+
+
+def _runtime_distributions() -> List[importlib.metadata.Distribution]:
+    """virlogd's installed runtime dependencies, recursively (test extras left out)."""
+    from packaging.requirements import Requirement
+    seen: Dict[str, importlib.metadata.Distribution] = {}
+    todo = ["virlogd"]
+    while todo:
+        name = todo.pop()
+        dist = importlib.metadata.distribution(name)
+        key = dist.metadata["Name"].lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen[key] = dist
+        for text in dist.requires or ():
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    del seen["virlogd"]          # installed in editable mode: copied from the source below
+    return list(seen.values())
+
+
+def readable_install() -> Path:
+    """A directory any user may read with ``bin/python`` (a venv of the base interpreter) and
+    ``bin/virlogd``, ``bin/virlog``, ``bin/virlogd-admin``, running this checkout's virlogd
+    (C twins included). Made on first use, removed when the test process exits."""
+    global _readable_root
+    if _readable_root is not None:
+        return _readable_root
+    root = Path(tempfile.mkdtemp(prefix="virlogd-tests.", dir="/var/tmp"))
+    atexit.register(shutil.rmtree, root, True)
+    root.chmod(0o755)
+    venv = root / "venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True)
+    site = Path(subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True).stdout.strip())
+    for dist in _runtime_distributions():
+        for rel in dist.files or ():
+            src = Path(dist.locate_file(rel))
+            if ".." in rel.parts or "__pycache__" in rel.parts or not src.is_file():
+                continue            # console scripts of the dependencies, byte code
+            dest = site / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+    package = Path(importlib.import_module("virlogd").__file__).parent
+    shutil.copytree(package, site / "virlogd",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.c", "*.h"))
+    for ep in importlib.metadata.distribution("virlogd").entry_points:
+        if ep.group != "console_scripts":
+            continue
+        module, func = ep.value.split(":")
+        script = venv / "bin" / ep.name
+        script.write_text(f"#!{venv / 'bin' / 'python'}\n"
+                          f"import sys\nfrom {module} import {func}\nsys.exit({func}())\n")
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    for ep in importlib.metadata.distribution("virlogd").entry_points:
+        if ep.group == "console_scripts":
+            (venv / "bin" / ep.name).chmod(0o755)
+    _readable_root = venv
+    return venv
+
+
+def as_other_user_cmd(user: Union[pwd.struct_passwd, int], cmd: Sequence[str]) -> List[str]:
+    """*cmd* run as *user* (a passwd entry or a uid, e.g. 65534 for nobody) with setpriv, its
+    primary group and no supplementary groups. A first word that is this venv's python or one
+    of its virlogd commands (``sys.executable``, ``VIRLOGD``, ``VIRLOG``, ``ADMIN``) is swapped
+    for the same program of ``readable_install()``, so it runs from any clone. Run it with a
+    cwd the user may enter if it reads relative paths."""
+    entry = user if isinstance(user, pwd.struct_passwd) else None
+    uid = entry.pw_uid if entry else int(user)
+    gid = entry.pw_gid if entry else _gid_of(uid)
+    cmd = list(cmd)
+    first = cmd[0] if cmd else ""
+    if first == sys.executable or Path(first).parent == VENV_BIN:
+        name = "python" if first == sys.executable else Path(first).name
+        cmd[0] = str(readable_install() / "bin" / name)
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *cmd]
+
+
+def _gid_of(uid: int) -> int:
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return uid

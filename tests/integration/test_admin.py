@@ -27,6 +27,8 @@ from virlogd.loop import EventLoop
 from virlogd.priority import parse_priority
 from virlogd.specs import format_filters, format_outputs, parse_filters, parse_outputs
 
+from daemonproc import as_other_user_cmd, other_user
+
 VENV_BIN = Path(sys.executable).parent
 ADMIN_SCRIPT = VENV_BIN / "virlogd-admin"
 ADMIN = [str(ADMIN_SCRIPT)] if ADMIN_SCRIPT.exists() else \
@@ -135,9 +137,13 @@ def served(sockdir):
     s.stop()
 
 
-def admin(path: str, *args: str, prefix: Optional[List[str]] = None):
-    """Run virlogd-admin -S PATH ARGS...; return (returncode, stdout, stderr, pid)."""
-    proc = subprocess.Popen([*(prefix or []), *ADMIN, "-S", path, *args],
+def admin(path: str, *args: str, user: Optional[pwd.struct_passwd] = None):
+    """Run virlogd-admin -S PATH ARGS... (as *user* if given); return (returncode, stdout,
+    stderr, pid)."""
+    cmd = [*ADMIN, "-S", path, *args]
+    if user is not None:
+        cmd = as_other_user_cmd(user, cmd)
+    proc = subprocess.Popen(cmd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=30)
@@ -318,16 +324,7 @@ def test_a_live_daemons_socket_is_not_taken_over(served):
 def _test_user():
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to run a client as another uid")
-    try:
-        return pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                        "/usr/sbin/nologin", TEST_USER], check=True, capture_output=True)
-        return pwd.getpwnam(TEST_USER)
-
-
-def _as_user(user) -> List[str]:
-    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+    return other_user()
 
 
 def test_another_uid_is_refused_by_the_daemon_itself(served):
@@ -335,7 +332,7 @@ def test_another_uid_is_refused_by_the_daemon_itself(served):
     user = _test_user()
     os.chmod(served.path, 0o666)    # only so the connection reaches the daemon's own check
     rc, out, err, _ = admin(served.path, "daemon-log-filters", "1:everything",
-                            prefix=_as_user(user))
+                            user=user)
     assert (rc, out) == (1, "")
     assert err == (f"virlogd-admin: error: permission denied: uid {user.pw_uid} is not the "
                    f"daemon's uid 0\n")
@@ -348,7 +345,7 @@ def test_another_uid_is_refused_by_the_daemon_itself(served):
 def test_another_uid_cannot_even_open_the_private_socket(served):
     """With the socket at 0600, another uid is stopped by the file mode, with a clear error."""
     user = _test_user()
-    rc, out, err, _ = admin(served.path, "daemon-log-level", prefix=_as_user(user))
+    rc, out, err, _ = admin(served.path, "daemon-log-level", user=user)
     assert (rc, out) == (1, "")
     assert err == (f"virlogd-admin: error: cannot connect to virlogd at {served.path}: "
                    f"Permission denied (only the user virlogd runs as may use its admin "

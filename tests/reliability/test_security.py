@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import require_real
-from daemonproc import ADMIN, VIRLOG, Daemon, read_until, rss_kb, wait_for
+from daemonproc import (ADMIN, VIRLOG, Daemon, as_other_user_cmd, other_user as _other_user,
+                        read_until, rss_kb, wait_for)
 
 TEST_USER = "virlogd-test"
 
@@ -36,19 +37,12 @@ def other_user():
     """An unprivileged uid to run clients as (created if absent); root is needed."""
     if os.geteuid() != 0:
         require_real("running a client as another user needs root")
-    try:
-        entry = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                        "/usr/sbin/nologin", TEST_USER], check=True, capture_output=True)
-        entry = pwd.getpwnam(TEST_USER)
-    return entry
+    return _other_user()
 
 
 def as_user(user, cmd, env, **kw):
-    return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                           "--clear-groups", *cmd], env=env, capture_output=True, text=True,
-                          timeout=30, **kw)
+    return subprocess.run(as_other_user_cmd(user, cmd), env=env, capture_output=True,
+                          text=True, timeout=30, **kw)
 
 
 def mode(path):

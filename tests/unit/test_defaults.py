@@ -15,6 +15,8 @@ import pytest
 from virlogd.defaults import default_output, journal_writable, log_file
 from virlogd.specs import OutputSpec
 
+from daemonproc import as_other_user_cmd
+
 USER_ENV = {"HOME": "/home/joe", "XDG_CACHE_HOME": "/home/joe/cache"}
 ROOT_FILE = "/var/log/virlogd/virlogd.log"
 USER_FILE = "/home/joe/cache/virlogd/virlogd.log"
@@ -92,10 +94,10 @@ def writable_for_user(path: str) -> bool:
     root (CI) the check runs in a child that dropped to nobody with setpriv."""
     if os.geteuid() != 0:
         return journal_writable(path)
-    run = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-         f"from virlogd.defaults import journal_writable; print(journal_writable({path!r}))"],
-        capture_output=True, text=True, timeout=10)
+    run = subprocess.run(as_other_user_cmd(65534, [
+        sys.executable, "-c",
+        f"from virlogd.defaults import journal_writable; print(journal_writable({path!r}))"]),
+        capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     return {"True": True, "False": False}[run.stdout.strip()]
 
