@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: python3-venv (the venv), gcc/pkg-config/python3-dev/libsystemd-dev (the
 # systemd-python build), rsyslog and systemd (the real syslog and journald the tests start),
-# util-linux (unshare), make, logrotate.
-PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev make rsyslog rsyslog-gnutls systemd util-linux logrotate openssl"
+# util-linux (unshare, setpriv), make (for those who type make run), logrotate, man-db and
+# groff-base (man virlogd; the tests render the pages), sysvinit-utils (pidof).
+PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev make rsyslog rsyslog-gnutls systemd util-linux logrotate openssl man-db groff-base sysvinit-utils"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -19,8 +20,22 @@ if [ -n "$missing" ]; then
     fi
     echo "setup: installing$missing"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # Another apt or dpkg may be running (unattended-upgrades on a new machine): wait for its
+    # locks for up to 10 minutes instead of failing with "Could not get lock".
+    # (apt-get update takes the package lists' lock, which that option does not cover: retry.)
+    wait_lock=(-o DPkg::Lock::Timeout=600)
+    for attempt in $(seq 60); do
+        if err=$(apt-get "${wait_lock[@]}" update -qq 2>&1 >/dev/null); then
+            break
+        fi
+        case "$err" in
+            *"Could not get lock"*) [ "$attempt" -lt 60 ] || { echo "$err" >&2; exit 1; }
+                                    echo "setup: waiting for another apt to finish" >&2
+                                    sleep 10 ;;
+            *) echo "$err" >&2; exit 1 ;;
+        esac
+    done
+    apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 # Debian's own interpreter: the one the apt packages above were built for.

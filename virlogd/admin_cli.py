@@ -23,7 +23,7 @@ import socket
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import defaults
+from . import __version__, defaults
 
 PROG = "virlogd-admin"
 TIMEOUT = 30.0          # seconds; a dump of a large buffer to slow outputs takes a while
@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
         "(changes last until the daemon restarts).")
     p.add_argument("-S", "--socket", metavar="PATH",
                    help=f"admin socket (default: {defaults.admin_socket_path()})")
+    p.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd, what, arg in (
             ("daemon-log-filters", "filters", "FILTERS"),

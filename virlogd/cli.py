@@ -119,6 +119,9 @@ def exit_now(status: int) -> None:
 
 
 def main_entry() -> None:
+    # The process shows as "virlogd ARGS..." (ps, pidof), not as the interpreter: proctitle.py
+    from .proctitle import set_process_name
+    set_process_name(PROG, sys.argv[1:])
     try:
         status = main()
     except KeyboardInterrupt:

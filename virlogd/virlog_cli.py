@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Dict, Iterator, List, Optional
 
-from . import defaults, fieldnames, wire
+from . import __version__, defaults, fieldnames, wire
 from .client import read_answers
 from .priority import parse_priority
 from .replay import Replay
@@ -60,6 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--field", action="append", default=[], metavar="NAME=VALUE",
                    help="attach a field, e.g. MESSAGE_ID=...; repeatable")
     p.add_argument("message", nargs="*", metavar="MESSAGE", help="the message")
+    p.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     return p
 
 
