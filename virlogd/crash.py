@@ -1,61 +1,60 @@
-"""Dump the ring buffer when the process dies of a crash, before it dies.
+"""What happens to the ring buffer when the daemon dies of a crash.
 
-* An uncaught exception in any thread: ``sys.excepthook`` / ``threading.excepthook``.
-* SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL: a Python handler installed with ``signal`` never
-  runs for these (after a real fault the interpreter never gets back to its loop, and
-  ``abort()`` re-raises at once), so the handler is a C function pointer made with ctypes and
-  installed with libc's ``signal()``. It runs synchronously in the crashing thread, which
-  already holds the GIL, dumps, restores the default action and re-raises, so the process
-  still dies of the same signal (and leaves its core) exactly as libvirt's handler does.
-  Running Python code there is a last resort that works unless the crash broke the
-  interpreter itself; for that case, and for deaths no handler sees at all (SIGKILL, the OOM
-  killer), the ring lives in a file mapping that the next start recovers.
+Two kinds of crash, two paths:
+
+* **An uncaught exception in any thread** (``sys.excepthook`` / ``threading.excepthook``,
+  and the event loop's own ``except`` in ``runner``): the interpreter is intact and the
+  hook runs as ordinary Python, not in a signal handler, so it dumps the buffer through the
+  router (every text output gets it at once), then exits 70.
+
+* **A fatal signal** (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL): the handler is
+  ``faulthandler``'s, written in C and async-signal-safe. It writes the Python traceback of
+  every thread to stderr with ``write(2)``, then restores the default action and re-raises,
+  so the process dies of the same signal (and leaves its core) at once. It takes no lock,
+  allocates nothing and runs no router, ring or output code. The records are not lost: the
+  daemon's ring lives in a file mapping whose header is crash-consistent (every append
+  updates it so that a death at any instant leaves whole entries, ``ring.py``,
+  ``tests/reliability/test_ring_kill.py``), and the kernel keeps a shared mapping's pages
+  when the process dies. The next start (``Restart=on-failure`` under systemd: at once)
+  recovers them and dumps them to the outputs, marked as recovered, exactly as after SIGKILL.
+
+Why not dump from the signal handler, as this module used to (a ctypes callback running the
+router)? A fatal signal arrives at an arbitrary instruction: in C code in the middle of
+routing, with the router's lock held by this or another thread, or inside malloc. A dump
+then waits forever on that lock (nothing restarts a hung daemon) or routes from a
+half-updated state. libvirt's emergency dump avoided that by writing its ring's bytes with
+``write(2)`` alone; doing the same here would need new C code (a Python-level handler
+allocates, and a ctypes callback also needs writable-and-executable memory, which
+``MemoryDenyWriteExecute=`` forbids). The crash-consistent file already holds the bytes,
+so the one safe thing the handler must do is die promptly, and ``faulthandler`` says where.
+
+The cost: the dump of a fatal signal appears when the daemon starts again, not before it
+dies; and when the ring had to stay in memory (its filesystem was full, ``daemon.py``
+warns), a fatal signal loses the buffer as SIGKILL does.
 """
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
+import faulthandler
 import sys
 import threading
 import traceback
-from typing import Callable, Dict
+from typing import Callable
 
-# libvirt's words for each signal (virLogEmergencyDumpAll)
-REASONS: Dict[int, str] = {
-    signal.SIGFPE: "Caught signal Floating-point exception",
-    signal.SIGSEGV: "Caught Segmentation violation",
-    signal.SIGILL: "Caught illegal instruction",
-    signal.SIGABRT: "Caught abort signal",
-    signal.SIGBUS: "Caught bus error",
-}
 EXIT_CRASH = 70                      # EX_SOFTWARE: an uncaught exception ended the daemon
 
-_HANDLER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int)
-_keep = []                           # the C callbacks must outlive this module's functions
 _dumping = threading.Lock()
 
 
 def install(dump: Callable[[str], None], die: Callable[[int], None]) -> None:
-    """*dump(reason)* writes the buffer; *die(status)* ends the process after a Python-level
-    crash (the one place that exits is the caller's)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.signal.restype = ctypes.c_void_p
-    libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
-
-    def on_fatal(signum: int) -> None:
-        if _dumping.acquire(blocking=False):
-            try:
-                dump(REASONS.get(signum, "Caught unexpected signal"))
-            except BaseException:  # noqa: BLE001 - nothing may stop the re-raise
-                pass
-        libc.signal(signum, None)     # SIG_DFL (0), then let the signal kill us
-        os.kill(os.getpid(), signum)
-
-    handler = _HANDLER_TYPE(on_fatal)
-    _keep.append(handler)
-    for signum in REASONS:
-        libc.signal(signum, ctypes.cast(handler, ctypes.c_void_p))
+    """*dump(reason)* writes the buffer after an uncaught exception; *die(status)* ends the
+    process then (the one place that exits is the caller's). Fatal signals get
+    ``faulthandler`` (see the module's note): no dump from inside the handler."""
+    try:
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+    except (AttributeError, ValueError, OSError):
+        # no usable stderr (closed, or not a real file): the fd of /dev/null then, so the
+        # handler still re-raises at once
+        faulthandler.enable(file=open("/dev/null", "w"), all_threads=True)  # noqa: SIM115
 
     def on_exception(kind, value, tb, thread_name: str = "main") -> None:
         text = "".join(traceback.format_exception(kind, value, tb))

@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Dict, List, Optional
 
-from . import crash, defaults, signals, systemd
+from . import crash, defaults, safepath, signals, systemd
 from .errors import ConfigError
 from .filters import FilterSet
 from .loop import EventLoop
@@ -24,7 +24,7 @@ from .outputs import OutputContext, build
 from .outputs.file import FileOutput
 from .priority import parse_priority
 from .record import Record
-from .ring import RingBuffer
+from .ring import RingBuffer, RingSpaceError
 from .router import Router, RouterState
 from .settings import Settings
 from .sockets import bind_unix
@@ -67,14 +67,18 @@ class Daemon:
         # handlers first: a signal that arrives once the socket accepts must already be ours
         # (they only queue work on the loop, which runs once start() is done)
         signals.install(self.loop, stop=self.stop, dump=self.dump_signal, hangup=self.hangup)
+        self._check_runtime_dirs()
         self._claim_sockets()
         recovered = None
+        ring_warning = None
         if s.log_buffer_size > 0:
             ring_file = defaults.ring_path(s.socket_path)
             try:
-                defaults.ensure_parent(ring_file, 0o755)
                 recovered = RingBuffer.recover(ring_file)
                 self.ring = RingBuffer(s.log_buffer_size * 1024, ring_file)
+            except RingSpaceError as err:
+                # a full runtime filesystem: a mapping it cannot back would die of SIGBUS
+                ring_warning = self._ring_in_memory(ring_file, err)
             except OSError as err:
                 raise StartError(f"cannot create the ring buffer file {ring_file}: "
                                  f"{err.strerror or err}") from None
@@ -82,6 +86,8 @@ class Daemon:
                                       strict=False)
         self.router = Router(RouterState(FilterSet(self.filters, self.level), outputs),
                              self.ring, dump_fallback=self._fallback_output)
+        if ring_warning is not None:
+            self.log(3, "virlogd.daemon", ring_warning)
         if recovered:
             self.router.dump("Previous virlogd run ended without stopping cleanly;",
                              recovered, recovered=True)
@@ -89,6 +95,34 @@ class Daemon:
         self._serve_sockets()
         self.loop.after_batch.append(self.router.flush)
         self.loop.call_every(FLUSH_INTERVAL, self._housekeeping)
+
+    def _check_runtime_dirs(self) -> None:
+        """The directories of our sockets and ring file: created if missing, and refused if
+        another user owns them or may write to them (safepath), before anything is made
+        there."""
+        s = self.settings
+        for path in dict.fromkeys((s.socket_path, s.admin_socket_path)):
+            try:
+                safepath.runtime_dir_for(path)
+            except safepath.UnsafePath as err:
+                raise StartError(str(err)) from None
+            except OSError as err:
+                raise StartError(f"cannot create the runtime directory "
+                                 f"{os.path.dirname(os.path.abspath(path))}: "
+                                 f"{err.strerror or err}") from None
+
+    def _ring_in_memory(self, ring_file: str, err: OSError) -> str:
+        """Keep the ring in memory (its file could not be backed); returns the warning."""
+        self.ring = RingBuffer(self.settings.log_buffer_size * 1024)
+        try:
+            os.unlink(ring_file)        # recovered already; a stale file must not dump twice
+        except OSError:
+            pass
+        warning = (f"cannot reserve space for the ring buffer file {ring_file} "
+                   f"({err.strerror or err}); keeping the ring buffer in memory: SIGKILL "
+                   f"recovery is off")
+        sys.stderr.write(f"virlogd: warning: {warning}\n")
+        return warning
 
     def _claim_sockets(self) -> None:
         """Bind our sockets (or take systemd's); nothing is accepted until _serve_sockets."""

@@ -19,10 +19,11 @@ from __future__ import annotations
 import collections
 import mmap
 import os
+import stat
 import struct
 from typing import Deque, Iterable, List, Optional, Tuple
 
-from . import native
+from . import native, safepath
 
 MAGIC = b"VLRING1\0"
 _HEADER = struct.Struct("<8sIIIII")    # magic, capacity, head, tail, used, state
@@ -41,12 +42,28 @@ RUNNING, CLEAN = 1, 0
 _cring = native.load("ring")
 
 
+class RingSpaceError(OSError):
+    """The ring file's blocks could not be reserved (its filesystem is full): mapped as it
+    is, the first write into an unbacked page would kill the process with SIGBUS."""
+
+
 def _map_file(path: str, capacity: int) -> Tuple[int, mmap.mmap]:
-    """The ring file at *path*, sized for *capacity*, opened and mapped: (fd, map)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """The ring file at *path*, sized for *capacity*, opened and mapped: (fd, map).
+
+    Opened without following a symlink, and only if it is a regular file of ours with one
+    link (``safepath.create_private``). Every block is reserved before the mapping exists
+    (``posix_fallocate``): a sparse file on a nearly full tmpfs maps fine and then raises
+    SIGBUS at the first write into a page the filesystem cannot back. RingSpaceError says
+    the space is not there, so the caller can keep the ring in memory instead."""
+    size = HEADER_SIZE + capacity
+    fd = safepath.create_private(path)
     try:
-        os.ftruncate(fd, HEADER_SIZE + capacity)
-        return fd, mmap.mmap(fd, HEADER_SIZE + capacity)
+        os.ftruncate(fd, size)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as err:
+            raise RingSpaceError(err.errno, err.strerror, path) from None
+        return fd, mmap.mmap(fd, size)
     except BaseException:
         os.close(fd)
         raise
@@ -202,8 +219,15 @@ class RingBuffer:
         A damaged or foreign file yields None: recovery must never stop a start.
         """
         try:
-            with open(path, "rb") as handle:
-                blob = handle.read()
+            # never through a symlink, never waiting on a FIFO, only a regular file
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
+                with os.fdopen(fd, "rb", closefd=False) as handle:
+                    blob = handle.read()
+            finally:
+                os.close(fd)
         except OSError:
             return None
         if len(blob) < HEADER_SIZE:

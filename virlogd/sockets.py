@@ -4,6 +4,10 @@ A path that already holds a socket is either a live daemon (refuse: two daemons 
 socket would split the stream between them) or the leftover of a killed one (replace it).
 Modes are set before anyone can connect: the socket is created under a tight umask, then
 opened up with chmod, so there is no window in which it has the wrong mode.
+
+The directory is checked first (``safepath.runtime_dir_for``: ours or root's, writable by
+nobody else), so nobody can plant a symlink at the path; a symlink found there anyway is
+refused, never followed or removed.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import os
 import socket
 import stat
 from typing import Optional
+
+from . import safepath
 
 
 class SocketInUse(OSError):
@@ -25,8 +31,8 @@ def bind_unix(path: str, kind: int = socket.SOCK_STREAM, *, mode: int = 0o666,
               group: Optional[str] = None, backlog: int = 128) -> socket.socket:
     """A listening (stream) or bound (datagram) AF_UNIX socket at *path*, created with
     *mode* and *group*; raises SocketInUse if a live process already serves *path*."""
+    safepath.runtime_dir_for(path)
     _clear_stale(path, kind)
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
     try:
         old = os.umask(0o177)
@@ -61,6 +67,8 @@ def _clear_stale(path: str, kind: int) -> None:
         info = os.lstat(path)
     except FileNotFoundError:
         return
+    if stat.S_ISLNK(info.st_mode):
+        raise SocketInUse(0, f"{path} is a symbolic link; refusing to follow or remove it")
     if not stat.S_ISSOCK(info.st_mode):
         raise SocketInUse(0, f"{path} exists and is not a socket")
     if not listening(path, kind):

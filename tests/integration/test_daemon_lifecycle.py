@@ -78,20 +78,34 @@ def test_sigterm_loses_nothing_already_sent(tmp_path, logfile):
 
 
 @pytest.mark.parametrize("how,reason,signum", [
-    ("segv", "Caught Segmentation violation", signal.SIGSEGV),
-    ("abort", "Caught abort signal", signal.SIGABRT),
+    ("segv", "Fatal Python error: Segmentation fault", signal.SIGSEGV),
+    ("abort", "Fatal Python error: Aborted", signal.SIGABRT),
 ])
-def test_a_fatal_signal_dumps_the_buffer_before_the_process_dies(tmp_path, logfile, how,
-                                                                 reason, signum):
-    """A real SIGSEGV (or abort) in the daemon leaves the dump, and it dies of that signal."""
+def test_a_fatal_signal_kills_at_once_and_the_next_start_dumps_the_buffer(tmp_path, logfile,
+                                                                          how, reason, signum):
+    """A real SIGSEGV (or abort): faulthandler's traceback on stderr, death by that signal
+    with no dump attempted in the handler (crash.py says why), and the next start dumps the
+    crash-consistent ring file, marked as recovered."""
     env = isolated_env(tmp_path, VIRLOGD_TEST_HOOKS="1")
     d = Daemon(tmp_path, outputs=f"3:file:{logfile}", env=env)
     d.virlog("-p", "debug", "-s", "qemu", "the last debug words")
     d.virlog("-p", "debug", "-s", "virlogd.test.crash", how)
     assert d.proc.wait(10) == -signum
-    records = dumped(logfile.read_text(), reason)
-    assert records[-2:] == ["the last debug words", how]
+    assert reason in d.stderr()
+    assert "dumping internal log buffer" not in logfile.read_text()
     d.stop()
+    again = Daemon(tmp_path, outputs=f"3:file:{logfile}", env=env)
+    try:
+        text = read_until(logfile, END)
+        head = ("Previous virlogd run ended without stopping cleanly; dumping recovered log "
+                "buffer of a previous run:\n\n" + START + "\n")
+        assert head in text, text
+        body = text.split(head, 1)[1].split(f"\n{END}", 1)[0]
+        records = [line.split(" : ")[-1] for line in body.splitlines()]
+        # the crash record is routed (into the ring) before the hook crashes
+        assert records[-2:] == ["the last debug words", how]
+    finally:
+        assert again.stop() == 0
 
 
 @pytest.mark.parametrize("how", ["raise", "thread-raise"])

@@ -30,7 +30,7 @@ import stat
 import time
 from typing import Optional, Tuple
 
-from .. import rotation
+from .. import rotation, safepath
 from .base import LineBufferOutput
 from .dgram import DeliveryError
 
@@ -40,8 +40,10 @@ CONTINUATION = b"\n  | "        # textformat.CONTINUATION after a newline: not a
 
 
 def open_append(path: str, readable: bool = False) -> int:
+    """Open *path* for appending; a symlink another user planted in a directory they can
+    write to is refused, never followed (``safepath.open_output``: logrotate's rule)."""
     mode = os.O_RDWR if readable else os.O_WRONLY
-    return os.open(path, mode | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return safepath.open_output(path, mode | os.O_APPEND | os.O_CREAT, 0o600)
 
 
 class FileOutput(LineBufferOutput):
@@ -66,7 +68,7 @@ class FileOutput(LineBufferOutput):
         readable = bool(self.max_size)   # to find the last newline of an existing file
         if _is_fifo(self.path):
             # O_RDWR: opening never waits for a reader; O_NONBLOCK: a full pipe is EAGAIN
-            fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = safepath.open_output(self.path, os.O_RDWR | os.O_NONBLOCK)
             self.max_size = 0            # nothing to rotate in a pipe
             readable = False
         else:
