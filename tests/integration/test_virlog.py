@@ -11,6 +11,7 @@ from serve import InProcessServer
 
 VIRLOG = str(Path(sys.executable).parent / "virlog")
 USAGE = ("usage: virlog [-h] [-p PRIORITY] [-s SOURCE] [-S SOCKET] [--field NAME=VALUE]\n"
+         "              [-V]\n"
          "              [MESSAGE ...]\n")
 
 
