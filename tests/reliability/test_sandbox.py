@@ -9,7 +9,10 @@ hand around a real ``virlogd``, as the unit would run it:
   and the daemon's own runtime and log directories;
 * root without capabilities, ``NoNewPrivileges=``: ``setpriv --no-new-privs`` with the
   bounding, inheritable and ambient sets emptied;
-* ``MemoryDenyWriteExecute=``: ``prctl(PR_SET_MDWE)`` (the kernel's own W^X switch).
+* ``MemoryDenyWriteExecute=``: ``prctl(PR_SET_MDWE)`` (the kernel's own W^X switch);
+* ``SystemCallFilter=`` and ``RestrictAddressFamilies=``: a seccomp filter built with
+  libseccomp from the unit's own lines (groups expanded by ``systemd-analyze syscall-filter``),
+  EPERM for anything else, ``socket()`` only for AF_UNIX, AF_INET and AF_INET6.
 
 Every output must still work there: a file in the log directory, stderr, syslog to a real
 rsyslogd on the private ``/dev/log``, the private real journald (which honours OBJECT_PID=
@@ -79,8 +82,8 @@ def test_the_unit_scores_at_most_2_5_and_verifies(units):
 
 # The sandbox, built inside `unshare -m` and then exec'd into the daemon (same pid).
 SANDBOX = r"""
-import ctypes, os, subprocess, sys
-writable, cmd = sys.argv[1].split(":"), sys.argv[2:]
+import os, subprocess, sys
+writable, FILTERS, cmd = sys.argv[1].split(":"), sys.argv[2], sys.argv[3:]
 api = ("/proc", "/sys", "/dev")
 points = []
 with open("/proc/self/mountinfo") as f:
@@ -93,12 +96,74 @@ for point in points:                      # ProtectSystem=strict: everything rea
 for path in writable:                     # ...but RuntimeDirectory= and LogsDirectory=
     subprocess.run(["mount", "--bind", path, path], check=True)
     subprocess.run(["mount", "-o", "remount,bind,rw", path], check=True)
+os.execvp("setpriv", ["setpriv", "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all",
+                      "--bounding-set=-all", "--", sys.executable, "-c", FILTERS, *cmd])
+"""
+
+# Then, without capabilities: MemoryDenyWriteExecute=, SystemCallFilter= and
+# RestrictAddressFamilies= (libseccomp, as systemd does it), and exec the daemon.
+FILTERS = r"""
+import ctypes, os, sys
+allowed, cmd = sys.argv[1].split(","), sys.argv[2:]
 libc = ctypes.CDLL(None, use_errno=True)
 if libc.prctl(65, 1, 0, 0, 0) != 0:       # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
     sys.exit(f"PR_SET_MDWE failed: {os.strerror(ctypes.get_errno())}")
-os.execvp("setpriv", ["setpriv", "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all",
-                      "--bounding-set=-all", "--", *cmd])
+class Cmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("a", ctypes.c_uint64),
+                ("b", ctypes.c_uint64)]
+seccomp = ctypes.CDLL("libseccomp.so.2")
+seccomp.seccomp_init.restype = ctypes.c_void_p
+seccomp.seccomp_rule_add_array.argtypes = (ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                           ctypes.c_uint, ctypes.c_void_p)
+seccomp.seccomp_load.argtypes = (ctypes.c_void_p,)
+ALLOW, EPERM = 0x7fff0000, 0x00050000 | 1
+ctx = seccomp.seccomp_init(EPERM)            # SystemCallErrorNumber=EPERM
+for name in allowed:
+    number = seccomp.seccomp_syscall_resolve_name(name.encode())
+    if number < 0:
+        continue                             # not on this architecture
+    if name == "socket":                     # RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+        for family in (1, 2, 10):
+            cmp = Cmp(0, 4, family, 0)           # SCMP_CMP_EQ
+            assert seccomp.seccomp_rule_add_array(ctx, ALLOW, number, 1, ctypes.byref(cmp)) == 0
+        continue
+    assert seccomp.seccomp_rule_add_array(ctx, ALLOW, number, 0, None) == 0, name
+assert seccomp.seccomp_load(ctx) == 0
+os.execv(cmd[0], cmd)
 """
+
+
+def syscall_group(group: str, seen=None) -> set:
+    """The system calls of a systemd syscall group, nested groups expanded."""
+    seen = set() if seen is None else seen
+    if group in seen:
+        return set()
+    seen.add(group)
+    text = subprocess.run([systemd_analyze(), "syscall-filter", group], capture_output=True,
+                          text=True, check=True, timeout=30).stdout
+    calls = set()
+    for line in text.splitlines()[1:]:
+        item = line.strip()
+        if item.startswith("@"):
+            calls |= syscall_group(item, seen)
+        elif item and not item.startswith("#"):
+            calls.add(item)
+    return calls
+
+
+def unit_syscalls() -> set:
+    """What the unit's SystemCallFilter= lines allow (first an allow list, then ~ lines)."""
+    allowed: set = set()
+    for line in (ROOT / "systemd" / "virlogd.service").read_text().splitlines():
+        if line.startswith("SystemCallFilter="):
+            value = line.split("=", 1)[1]
+            deny = value.startswith("~")
+            groups = set()
+            for item in value.lstrip("~").split():
+                groups |= syscall_group(item) if item.startswith("@") else {item}
+            allowed = allowed - groups if deny else allowed | groups
+    assert "socket" in allowed and "execve" in allowed
+    return allowed
 
 
 def status_of(pid: int) -> dict:
@@ -122,7 +187,8 @@ def test_every_output_works_inside_the_units_sandbox(real_journald, real_rsyslog
     with open(stderr_path, "wb") as err:
         daemon = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", sys.executable, "-c", SANDBOX,
-             f"{run_dir}:{logs}", VIRLOGD, "--socket", socket_path, "--admin-socket",
+             f"{run_dir}:{logs}", FILTERS, ",".join(sorted(unit_syscalls())),
+             os.path.realpath(VIRLOGD), "--socket", socket_path, "--admin-socket",
              str(run_dir / "virlogd-admin-sock"), "--log-outputs", outputs],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     client = None
@@ -132,8 +198,9 @@ def test_every_output_works_inside_the_units_sandbox(real_journald, real_rsyslog
         assert daemon.poll() is None, stderr_path.read_text()
         # it is the daemon, confined as the unit would confine it
         status = status_of(daemon.pid)
-        assert (status["CapEff"], status["CapPrm"], status["CapBnd"], status["NoNewPrivs"]) \
-            == ("0000000000000000", "0000000000000000", "0000000000000000", "1")
+        assert (status["CapEff"], status["CapPrm"], status["CapBnd"], status["NoNewPrivs"],
+                status["Seccomp"]) == ("0000000000000000", "0000000000000000",
+                                       "0000000000000000", "1", "2")
         assert os.readlink(f"/proc/{daemon.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         assert open(f"/proc/{daemon.pid}/comm").read().startswith("virlogd")
 
