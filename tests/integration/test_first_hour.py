@@ -318,3 +318,78 @@ def test_the_readmes_message_id_examples_agree():
     ids = set(re.findall(r"MESSAGE_ID[=\"': ]+\"?([0-9a-f-]{32,36})", readme))
     ids |= set(re.findall(r"message_id=\"([0-9a-f-]{32,36})\"", readme))
     assert len(ids) == 1, ids
+
+
+# -- scripts/setup.sh and another apt ----------------------------------------------------------
+def _setup_alone(tree: Path) -> None:
+    """scripts/setup.sh in *tree*, the other scripts it may call as stand-ins doing nothing."""
+    (tree / "scripts").mkdir(parents=True)
+    for script in (ROOT / "scripts").iterdir():
+        if script.suffix == ".sh":
+            (tree / "scripts" / script.name).write_text("exit 0\n")
+    shutil.copy2(ROOT / "scripts" / "setup.sh", tree / "scripts" / "setup.sh")
+
+
+def test_setup_waits_for_another_apt_instead_of_failing(tmp_path):
+    """On a new machine another apt may hold the locks: setup.sh asks apt-get to wait for
+    dpkg's lock (DPkg::Lock::Timeout=600) and retries `apt-get update`, whose lists lock that
+    option does not cover, instead of stopping at "Could not get lock". Run against stand-ins
+    for dpkg-query, apt-get, sleep and the venv's python, so the host's packages are not
+    touched."""
+    if os.geteuid() != 0:
+        pytest.skip("setup.sh installs packages only as root")
+    tree, shims, log = tmp_path / "tree", tmp_path / "bin", tmp_path / "calls"
+    _setup_alone(tree)
+    (tree / ".venv" / "bin").mkdir(parents=True)
+    (tree / ".venv" / ".virlogd-installed").write_text("")
+    shims.mkdir()
+
+    def shim(path: Path, body: str) -> None:
+        path.write_text("#!/bin/bash\n" + body)
+        path.chmod(0o755)
+
+    shim(tree / ".venv" / "bin" / "python", 'echo "python $*" >> "$CALLS"\n')
+    # every package installed but make
+    shim(shims / "dpkg-query", '[ "${@: -1}" = make ] && exit 1\n'
+                               'printf "install ok installed"\n')
+    shim(shims / "sleep", 'echo "sleep $*" >> "$CALLS"\n')
+    shim(shims / "apt-get", '''echo "apt-get $*" >> "$CALLS"
+case "$*" in
+  *update*) n=$(grep -c "update" "$CALLS")
+            if [ "$n" -le 2 ]; then
+              echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)" >&2
+              exit 100
+            fi ;;
+esac
+''')
+    env = dict(os.environ, PATH=f"{shims}:{os.environ['PATH']}", CALLS=str(log))
+    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("setup: installing make\n")
+    assert done.stderr == "setup: waiting for another apt to finish\n" * 2
+    calls = [c for c in log.read_text().splitlines() if not c.startswith("python")]
+    assert calls == [
+        "apt-get -o DPkg::Lock::Timeout=600 update -qq",
+        "sleep 10",
+        "apt-get -o DPkg::Lock::Timeout=600 update -qq",
+        "sleep 10",
+        "apt-get -o DPkg::Lock::Timeout=600 update -qq",
+        "apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends make"]
+
+
+def test_setup_stops_at_an_apt_error_that_is_not_a_lock(tmp_path):
+    """Any other apt failure is shown as apt said it, and setup.sh stops (exit 1)."""
+    if os.geteuid() != 0:
+        pytest.skip("setup.sh installs packages only as root")
+    tree, shims = tmp_path / "tree", tmp_path / "bin"
+    _setup_alone(tree)
+    shims.mkdir()
+    for name, body in (("dpkg-query", "exit 1\n"),
+                       ("apt-get", 'echo "E: The repository is not signed." >&2; exit 100\n')):
+        (shims / name).write_text("#!/bin/bash\n" + body)
+        (shims / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{shims}:{os.environ['PATH']}")
+    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "E: The repository is not signed.\n")
