@@ -176,7 +176,8 @@ def virlogd_8() -> str:
     out += [".SH OPTIONS"] + options(p) + environment()
     out += [".SH SIGNALS", ".TP", bold("SIGUSR2"),
             line("Write the ring buffer to every stderr and file output (or the default log "
-                 "file) and go on; the same as virlogd-admin dump."),
+                 "file) and go on; the same as virlogd-admin dump. The process is named "
+                 "virlogd, so kill -USR2 $(pidof virlogd) reaches it."),
             ".TP", bold("SIGTERM") + ", " + bold("SIGINT"),
             line("Stop cleanly: what was received is routed and flushed first."),
             ".TP", bold("SIGHUP"),
