@@ -7,11 +7,13 @@
  *
  * The contract is the pure loop's, call for call: the same Python functions are called in
  * the same order with the same arguments (filter decisions, pack_record / format_line, the
- * ring's append, each output's handle(), the router's _failed / _recovered / _flush), every
- * output attribute is read when the pure loop reads it, and an exception the pure loop would
- * let out comes out here too, after the same records were routed. What it saves is the
- * interpreter's work between those calls, which is most of a record's cost in the daemon and
- * in the library's log.info.
+ * ring's append, each output's handle(), the router's _failed / _recovered / _flush /
+ * _unroutable), every output attribute is read when the pure loop reads it, and an exception
+ * the pure loop would let out (one that is not an Exception) comes out here too, after the
+ * same records were routed. An Exception while routing one record goes to the router's
+ * _unroutable, as the pure loop's per-record except block does, and the next record goes
+ * on. What it saves is the interpreter's work between those calls, which is most of a
+ * record's cost in the daemon and in the library's log.info.
  *
  * The caller (route_many) holds the router's lock and has counted the records. The state's
  * parts come as one tuple, built once per RouterState (RouterState.plan).
@@ -26,7 +28,7 @@
 static PyObject *s_source, *s_priority, *s_stack, *s_text, *s_handle, *s_failing,
     *s_batched, *s_recovering, *s_failed, *s_recovered, *s_flush, *s_utf8,
     *s_surrogateescape, *s_encode, *s_received, *s_state, *s_plan, *s_route_each, *s_ring,
-    *s_append, *s_flush_each, *s_lock, *s_enter, *s_exit;
+    *s_append, *s_flush_each, *s_lock, *s_enter, *s_exit, *s_unroutable;
 static PyObject *s_empty;          /* "" */
 static PyObject *empty_tuple;      /* () */
 
@@ -175,6 +177,32 @@ attr_true(PyObject *obj, PyObject *name)
     return rc;
 }
 
+/* The pending Exception, handled as in an except block: router.<name>(obj, err) runs with
+ * sys.exc_info() set to it (an error it raises gets it as its __context__). -1 if the
+ * pending exception is not an Exception (KeyboardInterrupt, SystemExit...: let it out) or
+ * the handler raised. */
+static int
+handle_error(PyObject *router, PyObject *name, PyObject *obj)
+{
+    PyObject *type, *value, *tb, *saved[3];
+    int rc;
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    PyErr_GetExcInfo(&saved[0], &saved[1], &saved[2]);
+    Py_XINCREF(value);
+    PyErr_SetExcInfo(type, value, tb);          /* steals the three */
+    rc = router_call(router, name, obj, value);
+    Py_DECREF(value);
+    PyErr_SetExcInfo(saved[0], saved[1], saved[2]);
+    return rc;
+}
+
 /* try: out.handle(record, full if out.text else line)
  * except Exception as err: router._failed(out, err)
  * else: if out.failing: (router._recovered(out) if out.batched else out.recovering = True)
@@ -194,25 +222,7 @@ deliver(PyObject *router, PyObject *out, PyObject *record, PyObject *full, PyObj
         Py_DECREF(handle);
     }
     if (res == NULL) {
-        PyObject *type, *value, *tb, *saved[3];
-        int rc;
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-            return -1;                     /* KeyboardInterrupt, SystemExit...: let it out */
-        }
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(value, tb);
-        }
-        /* handled, as in an except block: sys.exc_info() is the error, and one raised by
-         * _failed gets it as its __context__ */
-        PyErr_GetExcInfo(&saved[0], &saved[1], &saved[2]);
-        Py_XINCREF(value);
-        PyErr_SetExcInfo(type, value, tb);          /* steals the three */
-        rc = router_call(router, s_failed, out, value);
-        Py_DECREF(value);
-        PyErr_SetExcInfo(saved[0], saved[1], saved[2]);
-        return rc;
+        return handle_error(router, s_failed, out);
     }
     Py_DECREF(res);
     if ((res = PyObject_GetAttr(out, s_failing)) == NULL) {
@@ -375,6 +385,9 @@ route(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
          * record is held while it is routed */
         PyObject *record = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
         int rc = route_one(router, parts, parts[P_OUTPUTS], record, ring_append, flushed);
+        if (rc < 0) {
+            rc = handle_error(router, s_unroutable, record);     /* the next one goes on */
+        }
         Py_DECREF(record);
         if (rc < 0) {
             Py_DECREF(seq);
@@ -660,7 +673,7 @@ PyInit__croute(void)
         {&s_received, "received"}, {&s_state, "state"}, {&s_plan, "plan"},
         {&s_route_each, "_route_each"}, {&s_ring, "ring"}, {&s_append, "append"},
         {&s_flush_each, "flush_each"}, {&s_lock, "_lock"}, {&s_enter, "__enter__"},
-        {&s_exit, "__exit__"},
+        {&s_exit, "__exit__"}, {&s_unroutable, "_unroutable"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (*names[i].slot == NULL

@@ -30,9 +30,10 @@ static PyObject *py_format_line, *py_pack_record, *py_pack_parts, *py_entry_text
  * the class is unchanged, which its version tag tells (any change to a type clears it). */
 static PyTypeObject *record_type;
 static unsigned int record_version;
-enum { F_TIME, F_PRIORITY, F_MESSAGE, F_FUNC, F_LINE, F_STACK, F_PID, N_FIELDS };
+enum { F_TIME, F_PRIORITY, F_MESSAGE, F_FUNC, F_LINE, F_STACK, F_PID, F_SOURCE, F_RELAYED,
+       N_FIELDS };
 static const char *const field_names[N_FIELDS] = {
-    "time", "priority", "message", "func", "line", "stack", "pid"};
+    "time", "priority", "message", "func", "line", "stack", "pid", "source", "relayed"};
 static Py_ssize_t field_offset[N_FIELDS];
 
 /* priority.NAMES for 1..4, copied at setup so that the hot path does no dict lookup */
@@ -361,6 +362,33 @@ neutralise_growth(PyObject *text)
     }
 }
 
+/* How much longer field() makes *text*: every control character becomes its 4-character
+ * \xNN escape, newlines included (a field never ends its line). */
+static inline Py_ssize_t
+field_growth_of(int kind, const void *data, Py_ssize_t n)
+{
+    Py_ssize_t growth = 0;
+    for (Py_ssize_t i = next_control(kind, data, 0, n); i < n;
+            i = next_control(kind, data, i + 1, n))
+        growth += 3;
+    return growth;
+}
+
+static Py_ssize_t
+field_growth(PyObject *text)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const void *data = PyUnicode_DATA(text);
+    switch (PyUnicode_KIND(text)) {
+    case PyUnicode_1BYTE_KIND:
+        return field_growth_of(PyUnicode_1BYTE_KIND, data, n);
+    case PyUnicode_2BYTE_KIND:
+        return field_growth_of(PyUnicode_2BYTE_KIND, data, n);
+    default:
+        return field_growth_of(PyUnicode_4BYTE_KIND, data, n);
+    }
+}
+
 static Py_ssize_t
 put_ascii(int kind, void *data, Py_ssize_t pos, const char *s, Py_ssize_t n)
 {
@@ -422,23 +450,55 @@ put_neutralised(int kind, void *data, Py_ssize_t pos, PyObject *s)
     return put_slice(kind, data, pos, skind, sdata, run, n);
 }
 
-/* prefix, "func:line : " when there is a func, the neutralised message, "\n" */
+/* field(): the runs between control characters copied whole, each control escaped */
+static Py_ssize_t
+put_field(int kind, void *data, Py_ssize_t pos, PyObject *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int skind = PyUnicode_KIND(s);
+    const void *sdata = PyUnicode_DATA(s);
+    Py_ssize_t run = 0;
+    for (Py_ssize_t i = next_control(skind, sdata, 0, n); i < n;
+            i = next_control(skind, sdata, i + 1, n)) {
+        pos = put_slice(kind, data, pos, skind, sdata, run, i);
+        Py_UCS4 c = PyUnicode_READ(skind, sdata, i);
+        char escape[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+        pos = put_ascii(kind, data, pos, escape, 4);
+        run = i + 1;
+    }
+    return put_slice(kind, data, pos, skind, sdata, run, n);
+}
+
+/* prefix, "source : " when relayed (source not NULL; "-" when empty), "func:line : " when
+ * there is a func, the neutralised message, "\n" */
 static PyObject *
-build_line(const char *prefix, Py_ssize_t prefix_len, PyObject *func, long long line,
-           PyObject *message)
+build_line(const char *prefix, Py_ssize_t prefix_len, PyObject *source, PyObject *func,
+           long long line, PyObject *message)
 {
     char tail[32];      /* ":LINE : " */
-    Py_ssize_t tail_len = 0;
+    Py_ssize_t tail_len = 0, func_growth = 0, source_growth = 0;
     Py_UCS4 maxchar = PyUnicode_MAX_CHAR_VALUE(message);
     Py_ssize_t growth = neutralise_growth(message);
     Py_ssize_t len = prefix_len + PyUnicode_GET_LENGTH(message) + growth + 1;
+    if (source != NULL) {
+        if (PyUnicode_GET_LENGTH(source) == 0)
+            len += 4;                   /* "- : " */
+        else {
+            source_growth = field_growth(source);
+            len += PyUnicode_GET_LENGTH(source) + source_growth + 3;
+            if (PyUnicode_MAX_CHAR_VALUE(source) > maxchar)
+                maxchar = PyUnicode_MAX_CHAR_VALUE(source);
+        }
+    }
     if (func != NULL) {
         char *p = tail;
         *p++ = ':';
         p = put_ll(p, line);
         memcpy(p, " : ", 3);
         tail_len = p + 3 - tail;
-        len += PyUnicode_GET_LENGTH(func) + tail_len;
+        func_growth = field_growth(func);
+        len += PyUnicode_GET_LENGTH(func) + func_growth + tail_len;
         if (PyUnicode_MAX_CHAR_VALUE(func) > maxchar)
             maxchar = PyUnicode_MAX_CHAR_VALUE(func);
     }
@@ -450,8 +510,16 @@ build_line(const char *prefix, Py_ssize_t prefix_len, PyObject *func, long long 
     int kind = PyUnicode_KIND(result);
     void *data = PyUnicode_DATA(result);
     Py_ssize_t pos = put_ascii(kind, data, 0, prefix, prefix_len);
+    if (source != NULL) {
+        if (PyUnicode_GET_LENGTH(source) == 0)
+            pos = put_ascii(kind, data, pos, "-", 1);
+        else
+            pos = source_growth ? put_field(kind, data, pos, source)
+                                : put_str(kind, data, pos, source);
+        pos = put_ascii(kind, data, pos, " : ", 3);
+    }
     if (func != NULL) {
-        pos = put_str(kind, data, pos, func);
+        pos = func_growth ? put_field(kind, data, pos, func) : put_str(kind, data, pos, func);
         pos = put_ascii(kind, data, pos, tail, tail_len);
     }
     pos = growth ? put_neutralised(kind, data, pos, message) : put_str(kind, data, pos, message);
@@ -475,19 +543,31 @@ format_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
 
     PyObject *func = FIELD(rec, F_FUNC), *when = FIELD(rec, F_TIME), *pid = FIELD(rec, F_PID);
     PyObject *priority = FIELD(rec, F_PRIORITY), *message = FIELD(rec, F_MESSAGE);
+    PyObject *relayed = FIELD(rec, F_RELAYED), *source = NULL;
     long long ms, pid_value, line = 0;
     int level;
     if (func == NULL || when == NULL || pid == NULL || priority == NULL || message == NULL
             || !milliseconds(when, &ms) || !exact_ll(pid, &pid_value)
-            || !(level = level_of(priority)) || !PyUnicode_CheckExact(message))
+            || !(level = level_of(priority)) || !PyUnicode_CheckExact(message)
+            || (relayed != Py_True && relayed != Py_False))
         return defer(py_format_line, args, nargs, kwnames);
+    if (relayed == Py_True) {
+        /* a relayed record names its source (only an exact str is taken here) */
+        source = FIELD(rec, F_SOURCE);
+        if (source == NULL || !PyUnicode_CheckExact(source))
+            return defer(py_format_line, args, nargs, kwnames);
+        if (VIRLOGD_UNICODE_READY(source) < 0)
+            return NULL;
+    }
     if (VIRLOGD_UNICODE_READY(message) < 0
             || (PyUnicode_CheckExact(func) && VIRLOGD_UNICODE_READY(func) < 0))
         return NULL;
-    /* the line is at most five characters per one of the message's, plus the func's: sizes
-     * that could overflow that sum (only possible on a 32-bit build) go to Python */
-    if (PyUnicode_GET_LENGTH(message) > (PY_SSIZE_T_MAX - 1024) / 8
-            || (PyUnicode_CheckExact(func) && PyUnicode_GET_LENGTH(func) > PY_SSIZE_T_MAX / 8))
+    /* the line is at most five characters per one of the message's, plus four per one of the
+     * func's and the source's: sizes that could overflow that sum (only possible on a 32-bit
+     * build) go to Python */
+    if (PyUnicode_GET_LENGTH(message) > (PY_SSIZE_T_MAX - 1024) / 16
+            || (PyUnicode_CheckExact(func) && PyUnicode_GET_LENGTH(func) > PY_SSIZE_T_MAX / 16)
+            || (source != NULL && PyUnicode_GET_LENGTH(source) > PY_SSIZE_T_MAX / 16))
         return defer(py_format_line, args, nargs, kwnames);
     if (func == Py_None || (PyUnicode_CheckExact(func) && PyUnicode_GET_LENGTH(func) == 0))
         func = NULL;
@@ -506,9 +586,11 @@ format_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
     Py_ssize_t prefix_len = make_prefix(ms, pid_value, level, prefix);
     if (prefix_len < 0)
         return defer(py_format_line, args, nargs, kwnames);
+    Py_XINCREF(source);
     Py_XINCREF(func);
     Py_INCREF(message);
-    PyObject *result = build_line(prefix, prefix_len, func, line, message);
+    PyObject *result = build_line(prefix, prefix_len, source, func, line, message);
+    Py_XDECREF(source);
     Py_XDECREF(func);
     Py_DECREF(message);
     return result;
@@ -516,8 +598,11 @@ format_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
 
 /* ------------------------------------------------------------------ packing */
 
-/* <xdiiBH: NUL, time, pid, line, priority, len(func) */
-#define PACKED_SIZE 20
+/* <BdiIBBII: 1, time, pid, line, priority, relayed, len(func), len(source); then func,
+ * source, message. (Entries that start with NUL are an older version's: Python reads them.) */
+#define PACKED_MARK 1
+#define PACKED_SIZE 27
+#define U32_MAX 4294967295LL
 
 /* Whether the 8 bytes at *s* are all ASCII */
 static inline int
@@ -647,6 +732,12 @@ exact_int32(PyObject *value, long long *out)
     return exact_ll(value, out) && *out >= -2147483648LL && *out <= 2147483647LL;
 }
 
+static int
+exact_uint32(PyObject *value, long long *out)
+{
+    return exact_ll(value, out) && *out >= 0 && *out <= U32_MAX;
+}
+
 static char *
 put_le(char *p, unsigned long long value, int size)
 {
@@ -656,10 +747,11 @@ put_le(char *p, unsigned long long value, int size)
 }
 
 /* The entry, or NULL: with an exception set on a real error, without one when the values are
- * not the common case (Python then packs them or raises what struct or encode raises). */
+ * not the common case (Python then packs them or raises what struct or encode raises).
+ * *source* is NULL for a record that is not relayed. */
 static PyObject *
 pack(PyObject *when, PyObject *pid, PyObject *line, PyObject *priority, PyObject *func,
-     PyObject *message)
+     PyObject *message, PyObject *source)
 {
     double time_value;
     long long pid_value, line_value = 0, level;
@@ -674,27 +766,34 @@ pack(PyObject *when, PyObject *pid, PyObject *line, PyObject *priority, PyObject
     }
     else
         return NULL;
-    if (!exact_int32(pid, &pid_value) || (line != Py_None && !exact_int32(line, &line_value))
+    if (!exact_int32(pid, &pid_value) || (line != Py_None && !exact_uint32(line, &line_value))
             || !exact_ll(priority, &level) || level < 0 || level > 255
-            || !PyUnicode_CheckExact(message) || !(func == Py_None || PyUnicode_CheckExact(func)))
+            || !PyUnicode_CheckExact(message) || !(func == Py_None || PyUnicode_CheckExact(func))
+            || (source != NULL && !PyUnicode_CheckExact(source)))
         return NULL;
-    if (VIRLOGD_UNICODE_READY(message) < 0 || (func != Py_None && VIRLOGD_UNICODE_READY(func) < 0))
+    if (VIRLOGD_UNICODE_READY(message) < 0 || (func != Py_None && VIRLOGD_UNICODE_READY(func) < 0)
+            || (source != NULL && VIRLOGD_UNICODE_READY(source) < 0))
         return NULL;
-    /* UTF-8 is at most four bytes a character: a size that could overflow (a 32-bit build)
-     * goes to Python; func is checked against 0xFFFF below */
-    if (PyUnicode_GET_LENGTH(message) > (PY_SSIZE_T_MAX - PACKED_SIZE - 4 * 0xFFFF) / 4
-            || (func != Py_None && PyUnicode_GET_LENGTH(func) > 0xFFFF))
+    /* UTF-8 is at most four bytes a character: sizes that could overflow (a 32-bit build), or
+     * a func or source over the u32 length field, go to Python */
+    Py_ssize_t quarter = (PY_SSIZE_T_MAX - PACKED_SIZE) / 12;
+    if (PyUnicode_GET_LENGTH(message) > quarter
+            || (func != Py_None && PyUnicode_GET_LENGTH(func) > quarter)
+            || (source != NULL && PyUnicode_GET_LENGTH(source) > quarter))
         return NULL;
     Py_ssize_t func_len = func == Py_None ? 0 : utf8_len(func);
+    Py_ssize_t source_len = source == NULL ? 0 : utf8_len(source);
     Py_ssize_t message_len = utf8_len(message);
-    if (func_len < 0 || func_len > 0xFFFF || message_len < 0)
+    if (func_len < 0 || (long long)func_len > U32_MAX || source_len < 0
+            || (long long)source_len > U32_MAX || message_len < 0)
         return NULL;
 
-    PyObject *entry = PyBytes_FromStringAndSize(NULL, PACKED_SIZE + func_len + message_len);
+    PyObject *entry = PyBytes_FromStringAndSize(NULL, PACKED_SIZE + func_len + source_len
+                                                      + message_len);
     if (entry == NULL)
         return NULL;
     char *p = PyBytes_AS_STRING(entry);
-    *p++ = 0;
+    *p++ = PACKED_MARK;
     if (PyFloat_Pack8(time_value, p, 1) < 0) {
         Py_DECREF(entry);
         return NULL;
@@ -703,9 +802,13 @@ pack(PyObject *when, PyObject *pid, PyObject *line, PyObject *priority, PyObject
     p = put_le(p, (unsigned long long)pid_value, 4);
     p = put_le(p, (unsigned long long)line_value, 4);
     p = put_le(p, (unsigned long long)level, 1);
-    p = put_le(p, (unsigned long long)func_len, 2);
+    p = put_le(p, source != NULL, 1);
+    p = put_le(p, (unsigned long long)func_len, 4);
+    p = put_le(p, (unsigned long long)source_len, 4);
     if (func != Py_None)
         p = put_utf8(p, func);
+    if (source != NULL)
+        p = put_utf8(p, source);
     put_utf8(p, message);
     return entry;
 }
@@ -719,7 +822,7 @@ pack_parts(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
 {
     if (kwnames != NULL || nargs != 6)
         return defer(py_pack_parts, args, nargs, kwnames);
-    PyObject *entry = pack(args[0], args[1], args[2], args[3], args[4], args[5]);
+    PyObject *entry = pack(args[0], args[1], args[2], args[3], args[4], args[5], NULL);
     if (entry == NULL && !PyErr_Occurred())
         return defer(py_pack_parts, args, nargs, kwnames);
     return entry;
@@ -739,10 +842,13 @@ pack_record(PyObject *module, PyObject *rec)
         PyObject *f[N_FIELDS];
         for (int i = 0; i < N_FIELDS; i++)
             f[i] = FIELD(rec, i);
-        if (f[F_TIME] && f[F_PID] && f[F_LINE] && f[F_PRIORITY] && f[F_FUNC] && f[F_MESSAGE]) {
+        /* relayed must be exactly True or False (anything else: Python), and the source is
+         * read only when it is True */
+        if (f[F_TIME] && f[F_PID] && f[F_LINE] && f[F_PRIORITY] && f[F_FUNC] && f[F_MESSAGE]
+                && (f[F_RELAYED] == Py_False || (f[F_RELAYED] == Py_True && f[F_SOURCE]))) {
             /* nothing in pack() can run Python code before the last read of these */
             PyObject *entry = pack(f[F_TIME], f[F_PID], f[F_LINE], f[F_PRIORITY], f[F_FUNC],
-                                   f[F_MESSAGE]);
+                                   f[F_MESSAGE], f[F_RELAYED] == Py_True ? f[F_SOURCE] : NULL);
             if (entry != NULL || PyErr_Occurred())
                 return entry;
         }
@@ -778,7 +884,7 @@ pack_here(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     when = PyFloat_FromDouble((double)now.tv_sec + (double)now.tv_nsec * 1e-9);
     if (when == NULL)
         goto done;
-    entry = pack(when, args[3], line, args[0], func, message);
+    entry = pack(when, args[3], line, args[0], func, message, NULL);
     if (entry == NULL && !PyErr_Occurred()) {
         PyObject *parts[6] = {when, args[3], line, args[0], func, message};
         entry = defer(py_pack_parts, parts, 6, NULL);
@@ -804,9 +910,9 @@ entry_text(PyObject *module, PyObject *entry)
         return defer(py_entry_text, &entry, 1, NULL);
     const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(entry);
     Py_ssize_t n = PyBytes_GET_SIZE(entry);
-    if (n == 0 || s[0] != 0)
+    if (n == 0 || s[0] > PACKED_MARK)
         return PyUnicode_DecodeUTF8((const char *)s, n, "surrogateescape");
-    if (n < PACKED_SIZE)
+    if (s[0] != PACKED_MARK || n < PACKED_SIZE)     /* an older version's, or cut short */
         return defer(py_entry_text, &entry, 1, NULL);
 
     double when = PyFloat_Unpack8((const char *)s + 1, 1);
@@ -815,37 +921,46 @@ entry_text(PyObject *module, PyObject *entry)
     /* int32 little-endian; via unsigned, since shifting into the sign bit is undefined */
     int32_t pid = (int32_t)((uint32_t)s[9] | (uint32_t)s[10] << 8 | (uint32_t)s[11] << 16
                             | (uint32_t)s[12] << 24);
-    int32_t line = (int32_t)((uint32_t)s[13] | (uint32_t)s[14] << 8 | (uint32_t)s[15] << 16
-                             | (uint32_t)s[16] << 24);
-    int level = s[17];
-    Py_ssize_t func_len = s[18] | s[19] << 8;
+    uint32_t line = (uint32_t)s[13] | (uint32_t)s[14] << 8 | (uint32_t)s[15] << 16
+                    | (uint32_t)s[16] << 24;
+    int level = s[17], relayed = s[18] != 0;
+    uint64_t func_len = (uint64_t)s[19] | (uint64_t)s[20] << 8 | (uint64_t)s[21] << 16
+                        | (uint64_t)s[22] << 24;
+    uint64_t source_len = (uint64_t)s[23] | (uint64_t)s[24] << 8 | (uint64_t)s[25] << 16
+                          | (uint64_t)s[26] << 24;
     double product = when * 1000.0;
     if (level < 1 || level > 4 || !(product > -1.0 && product < (LAST_SECOND + 1) * 1000.0))
         return defer(py_entry_text, &entry, 1, NULL);
 
-    /* slices past the end are short or empty, as in Python */
-    Py_ssize_t rest = n - PACKED_SIZE;
-    if (func_len > rest)
-        func_len = rest;
+    /* slices past the end are short or empty, as in Python; the source starts after the
+     * declared func, the message after the declared source (relayed or not) */
+    uint64_t rest = (uint64_t)(n - PACKED_SIZE);
+    uint64_t func_at = 0, func_end = func_len < rest ? func_len : rest;
+    uint64_t source_at = func_len < rest ? func_len : rest;
+    uint64_t source_end = func_len + source_len < rest ? func_len + source_len : rest;
+    uint64_t message_at = source_end;
     char prefix[PREFIX_MAX];
     Py_ssize_t prefix_len = make_prefix((long long)product, pid, level, prefix);
     if (prefix_len < 0)
         return defer(py_entry_text, &entry, 1, NULL);
-    PyObject *func = NULL;
-    if (func_len > 0) {
-        func = PyUnicode_DecodeUTF8((const char *)s + PACKED_SIZE, func_len, "surrogateescape");
-        if (func == NULL)
-            return NULL;
-    }
-    PyObject *message = PyUnicode_DecodeUTF8((const char *)s + PACKED_SIZE + func_len,
-                                             rest - func_len, "surrogateescape");
-    if (message == NULL) {
-        Py_XDECREF(func);
-        return NULL;
-    }
-    PyObject *result = build_line(prefix, prefix_len, func, line, message);
+    const char *body = (const char *)s + PACKED_SIZE;
+    PyObject *func = NULL, *source = NULL, *message = NULL, *result = NULL;
+    if (func_end > func_at
+            && (func = PyUnicode_DecodeUTF8(body + func_at, (Py_ssize_t)(func_end - func_at),
+                                            "surrogateescape")) == NULL)
+        goto done;
+    if (relayed && (source = PyUnicode_DecodeUTF8(body + source_at,
+                                                  (Py_ssize_t)(source_end - source_at),
+                                                  "surrogateescape")) == NULL)
+        goto done;
+    if ((message = PyUnicode_DecodeUTF8(body + message_at, (Py_ssize_t)(rest - message_at),
+                                        "surrogateescape")) == NULL)
+        goto done;
+    result = build_line(prefix, prefix_len, source, func, line, message);
+done:
     Py_XDECREF(func);
-    Py_DECREF(message);
+    Py_XDECREF(source);
+    Py_XDECREF(message);
     return result;
 }
 

@@ -36,13 +36,19 @@
 #define KIND_BYTES 1
 #define MAX_TIME 253402300799.0
 #define MAX_NAME 64         /* fieldnames: ^[A-Z][A-Z0-9_]{0,63}$ */
+/* wire.MAX_SOURCE, MAX_FUNC, MAX_FILE, MAX_IDENT: a longer one is cut by the Python decoder
+ * (rare: this file leaves that frame to it) */
+#define MAX_SOURCE 1024
+#define MAX_FUNC 1024
+#define MAX_FILE 4096
+#define MAX_IDENT 1024
 
 /* Record's slots, in wire.py's order; bind() finds each one's offset in the instance. */
 enum { S_TIME, S_PRIORITY, S_SOURCE, S_MESSAGE, S_FUNC, S_LINE, S_FILE, S_FIELDS, S_STACK,
-       S_PID, S_UID, S_GID, S_IDENT, NSLOTS };
+       S_PID, S_UID, S_GID, S_IDENT, S_RELAYED, NSLOTS };
 static const char *const slot_names[NSLOTS] = {
     "time", "priority", "source", "message", "func", "line", "file", "fields", "stack",
-    "pid", "uid", "gid", "ident",
+    "pid", "uid", "gid", "ident", "relayed",
 };
 
 /* Set by bind(); record_type is NULL until a bind() succeeded. */
@@ -129,7 +135,7 @@ done:
 PyDoc_STRVAR(bind_doc,
 "bind(record_type, reserved, encode_fallback, max_frame, /)\n--\n\n"
 "Give the module what it needs from Python. Returns False (and changes nothing) when\n"
-"record_type's slots are not the 13 plain slots of virlogd.record.Record, which cannot\n"
+"record_type's slots are not the 14 plain slots of virlogd.record.Record, which cannot\n"
 "then be built here: the caller must use pure Python.");
 
 static PyObject *
@@ -322,7 +328,8 @@ decode_frame(const unsigned char *f, size_t size, Context *ctx, PyObject **resul
         len[i] = rd32(f + 20 + 4 * i);
         g += len[i];
     }
-    if (g > (uint64_t)size || (nfields == 0 && g != (uint64_t)size))
+    if (g > (uint64_t)size || (nfields == 0 && g != (uint64_t)size) || len[0] > MAX_SOURCE ||
+            len[2] > MAX_FUNC || len[3] > MAX_FILE || len[5] > MAX_IDENT)
         return 0;
     /* every offset below is now within the frame */
     const unsigned char *s = f + HEAD_SIZE;
@@ -357,6 +364,7 @@ decode_frame(const unsigned char *f, size_t size, Context *ctx, PyObject **resul
     v[S_UID] = ctx->uid;
     Py_INCREF(ctx->gid);
     v[S_GID] = ctx->gid;
+    v[S_RELAYED] = Py_NewRef(Py_True);     /* another process sent it */
 
     /* Record.__new__(Record), then each slot's reference moved in: the memory is zeroed,
      * so there is no old value to release */
@@ -649,7 +657,7 @@ here(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(pid);
         return NULL;
     }
-    /* zeroed memory: nothing to release; uid, gid and ident are None */
+    /* zeroed memory: nothing to release; uid, gid and ident are None, relayed False */
     for (int i = 0; i < NARGS; i++)
         if (i != A_FIELDS && i != A_PID)
             *(PyObject **)((char *)record + slot_offset[into[i]]) = Py_NewRef(args[i]);
@@ -659,6 +667,7 @@ here(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     *(PyObject **)((char *)record + slot_offset[S_UID]) = Py_NewRef(Py_None);
     *(PyObject **)((char *)record + slot_offset[S_GID]) = Py_NewRef(Py_None);
     *(PyObject **)((char *)record + slot_offset[S_IDENT]) = Py_NewRef(Py_None);
+    *(PyObject **)((char *)record + slot_offset[S_RELAYED]) = Py_NewRef(Py_False);
     return record;
 }
 

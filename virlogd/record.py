@@ -16,10 +16,13 @@ class Record:
     ``pid``/``uid``/``gid`` are the *trusted* identity of the process that logged it: the
     library's own process, or the peer credentials the daemon read from the socket.
     ``ident`` is the program name the client gave (``SYSLOG_IDENTIFIER``), informational.
+    ``relayed`` is True for a record another process sent (the client socket's decoder and
+    the syslog input set it): text lines then name its source (DESIGN §7). The daemon's own
+    records and the in-process library's keep libvirt's line.
     """
 
     __slots__ = ("time", "priority", "source", "message", "func", "line", "file",
-                 "fields", "stack", "pid", "uid", "gid", "ident")
+                 "fields", "stack", "pid", "uid", "gid", "ident", "relayed")
 
     def __init__(self, priority: int, source: str, message: str, *,
                  time: Optional[float] = None, func: Optional[str] = None,
@@ -27,7 +30,7 @@ class Record:
                  fields: Optional[Dict[str, FieldValue]] = None,
                  stack: Optional[str] = None, pid: Optional[int] = None,
                  uid: Optional[int] = None, gid: Optional[int] = None,
-                 ident: Optional[str] = None) -> None:
+                 ident: Optional[str] = None, relayed: bool = False) -> None:
         self.time = _time.time() if time is None else time
         self.priority = priority
         self.source = source
@@ -41,6 +44,7 @@ class Record:
         self.uid = uid
         self.gid = gid
         self.ident = ident
+        self.relayed = relayed
 
     @classmethod
     def here(cls, priority: int, source: str, message: str, func: Optional[str], line: int,

@@ -8,6 +8,12 @@ so lines never interleave; the daemon has one thread and never contends for it.
 An output failure is counted on that output and reported on the *other* outputs, at most once
 per ``report_interval`` seconds per output, and never raised: logging must not take its host
 down, and one broken destination must not silence the rest.
+
+The steps before the outputs (the filter lookup, packing or formatting, the ring) are isolated
+the same way, per record: a record they cannot take is counted under ``dropped`` as
+``unroutable record``, reported on every output at the same bounded rate, and the records
+after it are routed. A record from a client is hostile input: no value in it may stop the
+daemon or cost another client its records.
 """
 from __future__ import annotations
 
@@ -20,11 +26,13 @@ from .filters import FilterSet
 from .outputs.base import Output
 from .record import Record
 from .ring import RingBuffer
-from .textformat import dump_text, entry_text, format_line, pack_record
+from .textformat import CONTINUATION, dump_text, entry_text, format_line, pack_record
 
 # The loop of route_many has a C twin (_croute.c) that makes the same calls in the same order;
 # route_many runs it when it was built. The tests run both.
 _croute = native.load("route")
+UNROUTABLE = "unroutable record"      # the dropped reason of a record no step could take
+REPORT_SOURCE = "virlogd.router"
 
 
 class RouterState:
@@ -59,6 +67,8 @@ class Router:
         self.serial = 0            # bumped on every change; lets callers cache decisions
         self._lock = threading.RLock()
         self._last_report: Dict[int, float] = {}
+        self._unroutable_report = -report_interval     # monotonic time of the last report
+        self._unroutable_suppressed = 0
 
     # -- the record path -------------------------------------------------------------
     def route(self, record: Record) -> None:
@@ -86,34 +96,74 @@ class Router:
         flushed = state.flushed if self.flush_each else ()
         ring = self.ring
         for record in records:
-            threshold, stack = cached(record.source) or decide(record.source)
-            priority = record.priority
-            if priority < threshold:
-                if ring is not None:
-                    ring.append(pack_record(record))     # formatted only if dumped
-                continue
-            line = ""
-            if priority >= text_level:
-                line = format_line(record)
-                if ring is not None:
-                    ring.append(line.encode("utf-8", "surrogateescape"))
-            elif ring is not None:
-                ring.append(pack_record(record))
-            full = format_line(record, True) if stack and record.stack else line
-            for out in outputs:
-                if priority >= out.priority:
-                    try:
-                        out.handle(record, full if out.text else line)
-                    except Exception as err:  # noqa: BLE001 - isolate every output
-                        self._failed(out, err)
-                    else:
-                        if out.failing:
-                            if out.batched:       # no flush to wait for: it is through
-                                self._recovered(out)
-                            else:
-                                out.recovering = True
-            if flushed:
-                self._flush(flushed)
+            try:
+                threshold, stack = cached(record.source) or decide(record.source)
+                priority = record.priority
+                if priority < threshold:
+                    if ring is not None:
+                        ring.append(pack_record(record))     # formatted only if dumped
+                    continue
+                line = ""
+                if priority >= text_level:
+                    line = format_line(record)
+                    if ring is not None:
+                        ring.append(line.encode("utf-8", "surrogateescape"))
+                elif ring is not None:
+                    ring.append(pack_record(record))
+                full = format_line(record, True) if stack and record.stack else line
+                for out in outputs:
+                    if priority >= out.priority:
+                        try:
+                            out.handle(record, full if out.text else line)
+                        except Exception as err:  # noqa: BLE001 - isolate every output
+                            self._failed(out, err)
+                        else:
+                            if out.failing:
+                                if out.batched:       # no flush to wait for: it is through
+                                    self._recovered(out)
+                                else:
+                                    out.recovering = True
+                if flushed:
+                    self._flush(flushed)
+            except Exception as err:  # noqa: BLE001 - isolate every record
+                self._unroutable(record, err)
+
+    def _unroutable(self, record, err: Exception) -> None:
+        """*record* failed a step no output owns (filters, packing, formatting, the ring):
+        count it, and say so on every output at most once per ``report_interval``."""
+        try:
+            who = f"a record (pid {record.pid}, source {str(record.source)[:64]!r})"
+        except Exception:  # noqa: BLE001 - a record that cannot even say whose it is
+            who = "an unreadable record"
+        self.unroutable(who, err)
+
+    def unroutable(self, what: str, err: Exception, reason: str = UNROUTABLE) -> None:
+        """Count one input that could not be routed under *reason* in ``dropped``, and report
+        it (*what* it was, and *err*) on every output, at most once per ``report_interval``:
+        the daemon and every other client carry on. The syslog input uses it too."""
+        with self._lock:
+            count = self.dropped.get(reason, 0) + 1
+            self.dropped[reason] = count
+            now = time.monotonic()
+            if now - self._unroutable_report < self.report_interval:
+                self._unroutable_suppressed += 1
+                return
+            self._unroutable_report = now
+            suppressed, self._unroutable_suppressed = self._unroutable_suppressed, 0
+            error = f"{type(err).__name__}: {err}"
+            if len(error) > 200:
+                error = error[:200] + "..."
+            message = f"could not route {what}: {error} ({count} {reason} so far"
+            message += f", {suppressed} similar report(s) suppressed)" if suppressed else ")"
+            report = Record(4, REPORT_SOURCE, message)
+            line = format_line(report)
+            for out in self.state.outputs:
+                try:
+                    out.handle(report, line)
+                    out.flush()
+                except Exception:  # noqa: BLE001 - counted, never reported recursively
+                    out.failed += 1
+                    out.failed_record = None
 
     def keep(self, entry: bytes) -> None:
         """A record only the ring wants, already packed (``pack_here``): the library's debug
@@ -196,7 +246,7 @@ class Router:
             self._flush(self.state.outputs)
             if entries is None and self.ring is not None:
                 entries = self.ring.take()
-            lines = None if entries is None else [entry_text(entry) for entry in entries]
+            lines = None if entries is None else [_entry_line(entry) for entry in entries]
             text = dump_text(reason, lines, recovered=recovered)
             targets = [out for out in self.state.outputs if out.text]
             fallback = None
@@ -235,6 +285,16 @@ class Router:
                            "size": ring.capacity if ring is not None else 0,
                            "skipped": ring.skipped if ring is not None else 0},
             }
+
+
+def _entry_line(entry: bytes) -> str:
+    """entry_text(entry), or a line saying it could not be read: a damaged entry (a ring
+    recovered from a crash) never stops a dump of the others."""
+    try:
+        return entry_text(entry)
+    except Exception as err:  # noqa: BLE001
+        return f"{CONTINUATION}unreadable ring entry of {len(entry)} bytes " \
+               f"({type(err).__name__}: {err})\n"
 
 
 # route_many whole in C (the same steps, a method descriptor of this class): for the library's

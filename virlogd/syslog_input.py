@@ -17,7 +17,11 @@ sender used; ``SYSLOG_FACILITY`` itself is set by the journald output), and for 
 ``SYSLOG_MSGID`` and ``SYSLOG_STRUCTURED_DATA`` (the raw SD, unless ``-``).
 
 ``parse_syslog`` is pure and never raises: what it cannot read is kept whole as the message,
-from source ``syslog``. Input without a PRI is ``user.notice``, as RFC 3164 says.
+from source ``syslog``. Input without a PRI is ``user.notice``, as RFC 3164 says. Should a
+datagram still fail to become a record, it is counted (``unroutable datagram`` under dropped
+in ``stats``) and reported at a bounded rate, and the input reads on; the router isolates each
+record's own steps. Records are marked relayed: their text lines name the tag (the source),
+with any control character in it escaped.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ FALLBACK_SOURCE = "syslog"
 DEFAULT_PRI = 13                 # user.notice (RFC 3164 4.3.3)
 MAX_DATAGRAM = 64 * 1024         # larger datagrams are cut (the kernel reports MSG_TRUNC)
 READ_BATCH = 512                 # datagrams per wake-up at most, so other sockets get a turn
+UNROUTABLE = "unroutable datagram"  # the dropped reason of a datagram that could not be read
 _UCRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
 
 _PRI = re.compile(r"<(\d{1,3})>")
@@ -191,7 +196,13 @@ class SyslogInput:
             count += 1
             if flags & socket.MSG_TRUNC:
                 self.truncated += 1
-            self.router.route(self._record(bytes(view[:size]), ancdata))
+            try:
+                record = self._record(bytes(view[:size]), ancdata)
+            except Exception as err:  # noqa: BLE001 - no datagram may stop the input
+                self.router.unroutable(f"a syslog datagram of {size} bytes", err,
+                                       UNROUTABLE)
+                continue
+            self.router.route(record)      # the router isolates the record's own steps
         self.received += count
         return count
 
@@ -204,7 +215,7 @@ class SyslogInput:
         priority, source, message, fields = parse_syslog(datagram)
         return Record(priority, source, message, time=time.time(), fields=fields, pid=pid,
                       uid=uid, gid=gid,
-                      ident=source if source != FALLBACK_SOURCE else None)
+                      ident=source if source != FALLBACK_SOURCE else None, relayed=True)
 
     def close(self) -> None:
         self.loop.remove_reader(self.sock)

@@ -2,10 +2,16 @@
 
 ``2026-11-23 14:29:04.771+0000: 4711: debug : virInitialize:278 : register drivers``
 
+A record relayed from another process (``record.relayed``) names its source after the level
+(DESIGN §7): ``...: 4242: debug : qemu.monitor : qemuMonitorSend:1024 : sent``; ``-`` stands
+for an empty source. The daemon's own records and the library's keep libvirt's line exactly.
+
 Always UTC with a literal ``+0000``. A message may contain newlines or control characters;
 written raw they could forge a record line (or a dump banner) in a file that tools and people
 parse, so every continuation line starts with ``CONTINUATION`` — which no record line or banner
-starts with — and other control characters are shown escaped (``\\x1b``).
+starts with — and other control characters are shown escaped (``\\x1b``). The one-line fields a
+client gives (source, func) have every control character escaped, newlines included
+(``\\x0a``): they can never end the line they are in.
 """
 from __future__ import annotations
 
@@ -50,10 +56,33 @@ def neutralise(text: str) -> str:
     return _CONTROL.sub(_escape_control, text.replace("\r\n", "\n"))
 
 
-def _body(pid: int, priority: int, func: Optional[str], line: int, message: str) -> str:
+def _escape_field(match: "re.Match[str]") -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def field(text) -> str:
+    """A client's one-line field (func, source) made safe inside a line: every control
+    character escaped, ``\\n`` and ``\\r`` included."""
+    if text.__class__ is not str:
+        text = f"{text}"
+    if text.isprintable() or _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape_field, text)
+
+
+def _source_field(source) -> str:
+    """The source as a relayed record's line shows it: ``-`` when empty."""
+    return field(source) if source else "-"
+
+
+def _body(pid: int, priority: int, func: Optional[str], line: int, message: str,
+          source: Optional[str] = None) -> str:
+    head = f"{pid}: {NAMES.get(priority, priority)} : "
+    if source is not None:
+        head = f"{head}{_source_field(source)} : "
     if func:
-        return f"{pid}: {NAMES.get(priority, priority)} : {func}:{line} : {neutralise(message)}"
-    return f"{pid}: {NAMES.get(priority, priority)} : {neutralise(message)}"
+        return f"{head}{field(func)}:{line} : {neutralise(message)}"
+    return f"{head}{neutralise(message)}"
 
 
 _last_prefix = (None, "")     # ((millisecond, pid, priority, ...), "TIME: PID: LEVEL : ")
@@ -78,13 +107,14 @@ def _prefix(when: float, pid: int, priority: int) -> str:
 
 def _pure_format_line(record, with_stack: bool = False) -> str:
     """The full text line with its trailing newline; with the stack when asked (``+``)."""
+    prefix = _prefix(record.time, record.pid, record.priority)
+    if getattr(record, "relayed", False):
+        prefix = f"{prefix}{_source_field(record.source)} : "
     func = record.func
     if func:
-        text = f"{_prefix(record.time, record.pid, record.priority)}{func}:{record.line} : " \
-               f"{neutralise(record.message)}\n"
+        text = f"{prefix}{field(func)}:{record.line} : {neutralise(record.message)}\n"
     else:
-        text = f"{_prefix(record.time, record.pid, record.priority)}" \
-               f"{neutralise(record.message)}\n"
+        text = f"{prefix}{neutralise(record.message)}\n"
     if with_stack and record.stack:
         text += "".join(f"{CONTINUATION}{neutralise(row)}\n"
                         for row in record.stack.rstrip("\n").split("\n"))
@@ -94,17 +124,29 @@ def _pure_format_line(record, with_stack: bool = False) -> str:
 # A ring entry is either a text line (what a dump writes, when the record was formatted
 # anyway for a text output) or, for a record nothing else formats, the record packed as it
 # is: formatting costs more than the rest of the debug path, so it is deferred to dump time.
-# Packed entries start with a NUL byte, which no text line does.
-_PACKED = struct.Struct("<xdiiBH")     # NUL, time, pid, line, priority, len(func)
+# Packed entries start with a byte below 0x20 (1), which no text line does. The line is a u32
+# and the lengths u32s, so every value the wire admits packs (a client's line 2**31, or a
+# 64 kB function name, once stopped the daemon here). A relayed record keeps its source.
+_PACKED = struct.Struct("<BdiIBBII")   # 1, time, pid, line, priority, relayed, len(func),
+PACKED_MARK = 1                        # len(source); then func, source, message
+# what older versions packed (NUL, time, pid, line, priority, len(func)): a recovered ring
+# of one of them still dumps
+_PACKED_V0 = struct.Struct("<xdiiBH")
+
+
+def _pack(when, pid, line, priority, func, message, source) -> bytes:
+    func = (func or "").encode("utf-8", "surrogateescape")
+    src = b"" if source is None else source.encode("utf-8", "surrogateescape")
+    return (_PACKED.pack(PACKED_MARK, when, pid, line or 0, priority, source is not None,
+                         len(func), len(src))
+            + func + src + message.encode("utf-8", "surrogateescape"))
 
 
 def _pure_pack_parts(when: float, pid: int, line: Optional[int], priority: int,
                      func: Optional[str], message: str) -> bytes:
     """The ring entry of a record no output formats, from its parts: the library packs
     what only the ring wants without building a Record."""
-    func = (func or "").encode("utf-8", "surrogateescape")
-    return (_PACKED.pack(when, pid, line or 0, priority, len(func)) + func
-            + message.encode("utf-8", "surrogateescape"))
+    return _pack(when, pid, line, priority, func, message, None)
 
 
 def _pure_pack_here(priority: int, msg, args: tuple, pid: int, depth: int) -> bytes:
@@ -121,16 +163,26 @@ def _pure_pack_here(priority: int, msg, args: tuple, pid: int, depth: int) -> by
 
 def _pure_pack_record(record) -> bytes:
     """The ring entry of a record no output formats (cheaper than ``format_line``)."""
-    return _pure_pack_parts(record.time, record.pid, record.line, record.priority,
-                            record.func, record.message)
+    return _pack(record.time, record.pid, record.line, record.priority, record.func,
+                 record.message, record.source if getattr(record, "relayed", False) else None)
 
 
 def _pure_entry_text(entry: bytes) -> str:
     """The text line of a ring entry, packed or not."""
-    if entry[:1] != b"\0":
+    mark = entry[:1]
+    if mark == b"\1":
+        _, when, pid, line, priority, relayed, func_len, source_len = _PACKED.unpack_from(entry)
+        start = _PACKED.size
+        func = entry[start:start + func_len].decode("utf-8", "surrogateescape")
+        start += func_len
+        source = entry[start:start + source_len].decode("utf-8", "surrogateescape") \
+            if relayed else None
+        message = entry[start + source_len:].decode("utf-8", "surrogateescape")
+        return f"{format_time(when)}: {_body(pid, priority, func or None, line, message, source)}\n"
+    if mark != b"\0":
         return entry.decode("utf-8", "surrogateescape")
-    when, pid, line, priority, func_len = _PACKED.unpack_from(entry)
-    start = _PACKED.size
+    when, pid, line, priority, func_len = _PACKED_V0.unpack_from(entry)
+    start = _PACKED_V0.size
     func = entry[start:start + func_len].decode("utf-8", "surrogateescape")
     message = entry[start + func_len:].decode("utf-8", "surrogateescape")
     return f"{format_time(when)}: {_body(pid, priority, func or None, line, message)}\n"

@@ -37,6 +37,14 @@ MAX_FIELDS = 256
 TYPE_RECORD = 1
 KIND_TEXT, KIND_BYTES = 0, 1
 MAX_TIME = 253402300799.0            # 9999-12-31T23:59:59Z: the text format's last second
+# The longest source, func, ident and file the daemon keeps, in bytes: longer ones are cut
+# there (at a character boundary) when decoded, and the record is kept. Decisions and header
+# tokens are cached per distinct value (filters, the remote output), so a value's size
+# multiplies into the daemon's memory; no real name comes near these.
+MAX_SOURCE = 1024
+MAX_FUNC = 1024
+MAX_IDENT = 1024
+MAX_FILE = 4096
 
 # length, type, priority, nfields, line, time, then the lengths of source, message, func,
 # file, stack, ident
@@ -177,6 +185,22 @@ here_at = _here_at_py
 
 
 # -- decoding (daemon side) ----------------------------------------------------------------
+def _cut(raw: bytes, limit: int) -> bytes:
+    """*raw* cut to at most *limit* bytes without splitting a UTF-8 sequence: a sequence the
+    cut would split goes whole. (Bytes that are not UTF-8 stay as they are: a strict decode
+    still refuses them.)"""
+    if len(raw) <= limit:
+        return raw
+    raw = raw[:limit]
+    start = len(raw) - 1
+    while start > 0 and len(raw) - start < 4 and raw[start] & 0xC0 == 0x80:
+        start -= 1
+    lead = raw[start]
+    size = 2 if 0xC0 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else \
+        4 if 0xF0 <= lead < 0xF8 else 1
+    return raw[:start] if start + size > len(raw) else raw
+
+
 def _strict(raw, what: str) -> str:
     try:
         return raw.decode("utf-8")
@@ -243,6 +267,13 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes of an incomplete greeting or frame held for the next feed()."""
         return len(self._pending)
+
+    @property
+    def pending_need(self) -> int:
+        """Bytes the incomplete greeting or frame held will take in all, length prefix
+        included (0: nothing held, or its length not read yet); the daemon's budget of
+        incomplete frames reserves this much (server.py)."""
+        return self._need if self._pending else 0
 
     def feed(self, data) -> List[Record]:
         if self.failed is not None:
@@ -337,7 +368,8 @@ class FrameDecoder:
                 raise ProtocolError(f"truncated strings: the header declares {g - a} bytes "
                                     f"in a {size}-byte frame")
             try:
-                source = buf[a:b].decode("utf-8")
+                source = (buf[a:b] if ls <= MAX_SOURCE else _cut(buf[a:b], MAX_SOURCE)) \
+                    .decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolError("invalid UTF-8 in source") from None
             # Record's slots filled directly: its keyword constructor costs half again as
@@ -348,14 +380,18 @@ class FrameDecoder:
             record.message = buf[b:c].decode("utf-8", "surrogateescape")
             record.time = when
             record.line = line
-            record.func = _strict(buf[c:d], "func") if lf else None
-            record.file = buf[d:e].decode("utf-8", "surrogateescape") if lp else None
+            record.func = _strict(buf[c:d] if lf <= MAX_FUNC else _cut(buf[c:d], MAX_FUNC),
+                                  "func") if lf else None
+            record.file = (buf[d:e] if lp <= MAX_FILE else _cut(buf[d:e], MAX_FILE)) \
+                .decode("utf-8", "surrogateescape") if lp else None
             record.stack = buf[e:f].decode("utf-8", "surrogateescape") if lk else None
-            record.ident = _strict(buf[f:g], "ident") if li else None
+            record.ident = _strict(buf[f:g] if li <= MAX_IDENT else _cut(buf[f:g], MAX_IDENT),
+                                   "ident") if li else None
             record.fields = self._fields(buf, g, stop, nfields) if nfields else {}
             record.pid = pid
             record.uid = uid
             record.gid = gid
+            record.relayed = True
             if not nfields and g != stop:
                 raise ProtocolError(f"frame length mismatch: the record ends at byte "
                                     f"{g - pos - 4} of a {size}-byte frame")

@@ -86,8 +86,8 @@ def test_eight_concurrent_clients_each_arrive_complete_and_in_order(tmp_path):
     assert d.stop() == 0
     seen = {pid: [] for pid in pids}
     for pid, _level, rest in records(log):
-        if pid in seen and rest.startswith("seq "):
-            seen[pid].append(int(rest[4:]))
+        if pid in seen and rest.startswith("load : seq "):      # relayed: names its source
+            seen[pid].append(int(rest[11:]))
     for pid in pids:
         assert seen[pid] == list(range(10000)), f"client {pid}"
 

@@ -25,7 +25,8 @@ from virlogd.sockets import SocketInUse
 from virlogd.specs import parse_filters, parse_outputs
 from virlogd.syslog_input import SyslogInput, bind_syslog_socket
 
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: (\d+): (\w+) : (.*)$")
+# a syslog record is relayed: its line names the tag (the source) after the level
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: (\d+): (\w+) : \S+ : (.*)$")
 
 
 class Receiver:
@@ -209,7 +210,7 @@ def test_the_daemon_serves_syslog_socket_path_from_its_config(tmp_path, short_di
         text = read_until(log, "via daemon")
     finally:
         assert daemon.stop() == 0
-    assert f": {pid}: warning : via daemon\n" in text
+    assert f": {pid}: warning : gamma : via daemon\n" in text
 
 
 GLIBC_SENDER = """

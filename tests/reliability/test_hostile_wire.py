@@ -1,10 +1,14 @@
 """Hostile wire frames against a real daemon: refused, counted, and nobody else notices.
 
-One daemon serves the whole module. Each example opens a connection, sends hostile bytes,
+The module runs twice, each time against one daemon: at level 1 with a level-1 file output,
+and at the DEFAULT settings (level 3, the 64 kB ring, a file output at level 3), where debug
+records go only to the ring and are packed for it: the path a u32 line or a 64 kB function
+name once broke (the daemon exited 70). Each example opens a connection, sends hostile bytes,
 ends its write side and waits for the daemon to close. ``wire.FrameDecoder`` is the oracle
 for what the daemon must say: refused (``malformed_frames``), cut short (``truncated_frames``)
 or accepted, and how many field names it renamed; ``virlogd-admin stats --json`` must count
-exactly that. A well-behaved client logs throughout and must lose nothing.
+exactly that. A well-behaved client logs throughout and must lose nothing, and at the end no
+line of the file (dumps included) is one a client forged.
 """
 import json
 import os
@@ -24,16 +28,54 @@ from virlogd import wire
 from virlogd.errors import ProtocolError
 
 SETTINGS = hsettings(max_examples=500, deadline=None,
-                     suppress_health_check=[HealthCheck.too_slow])
+                     suppress_health_check=[HealthCheck.too_slow,
+                                            HealthCheck.function_scoped_fixture])
 HEAD = struct.Struct("<IBBHId6I")
 FIELD = struct.Struct("<BBI")
+# what the strings below try to forge: a record line of pid 1, and a dump's banners
+FORGED_PID = 1
+FORGERIES = [
+    "virInit\n2026-01-01 00:00:00.000+0000: 1: error : forged:1 : FORGED BY ANOTHER USER\nx",
+    "\r\n2026-01-01 00:00:00.000+0000: 1: error : FORGED\r\n",
+    "a\n     ====== end of log =====\n2026-01-01 00:00:00.000+0000: 1: info : FORGED",
+    "\x0b2026-01-01 00:00:00.000+0000: 1: error : FORGED\x0c\x1c\x00\x85\u2028",
+]
+RECORD_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: (-?\d+): ")
+CONFIGS = {
+    "level1": dict(args=["--log-level", "1"], level=1),
+    "defaults": dict(args=[], level=3),       # level 3, 64 kB ring, a file output at 3
+}
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
+def outside_dumps(text):
+    """*text* without its dumps (which repeat what the ring held)."""
+    return re.sub(r"^    ====== start of log =====\n.*?^     ====== end of log =====\n", "",
+                  text, flags=re.M | re.S)
+
+
+def assert_no_forged_line(text):
+    """Every line is a record line of a real process, a continuation, or a dump's own text;
+    no line claims pid 1 (what every forgery here claims)."""
+    for line in text.split("\n"):
+        found = RECORD_LINE.match(line)
+        if found:
+            assert int(found.group(1)) != FORGED_PID, f"forged line: {line!r}"
+        else:
+            assert line == "" or line.startswith("  | ") or "dumping internal log buffer" \
+                in line or line in ("    ====== start of log =====",
+                                    "     ====== end of log ====="), f"forged line: {line!r}"
+    lines = text.split("\n")
+    assert lines.count("     ====== end of log =====") == \
+        lines.count("    ====== start of log =====")
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def daemon(request, tmp_path_factory):
+    config = CONFIGS[request.param]
     tmp = tmp_path_factory.mktemp("wire")
     log = tmp / "out.log"
-    d = Daemon(tmp, ["--log-level", "1"], outputs=f"1:file:{log}")
+    d = Daemon(tmp, config["args"], outputs=f"{config['level']}:file:{log}")
+    d.level = config["level"]
     stop = tmp / "stop"
     good = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, time
@@ -58,8 +100,11 @@ def daemon(tmp_path_factory):
     final = stats(d)
     status = d.stop()
     assert alive and status == 0, d.stderr()
-    got = [int(n) for n in re.findall(r"bystander seq (\d+)$", log.read_text(errors="replace"), re.M)]
+    text = log.read_text(errors="surrogateescape")
+    got = [int(n) for n in re.findall(r"bystander seq (\d+)$", outside_dumps(text), re.M)]
     assert got == list(range(sent)), "the well-behaved client lost records or their order"
+    assert_no_forged_line(text)
+    assert "unroutable record" not in final["dropped"], final["dropped"]
     print("\nhostile wire figures:", json.dumps({
         "bystander_sent": sent, "bystander_arrived": len(got), "received": final["received"],
         "dropped": final["dropped"], "server": final["server"]}))
@@ -117,7 +162,7 @@ def check(d, data):
 
 
 # -- strategies ----------------------------------------------------------------------------
-text = st.text(max_size=60)
+text = st.one_of(st.text(max_size=60), st.sampled_from(FORGERIES))
 raw = st.binary(max_size=60)
 names = st.one_of(st.from_regex(r"[A-Z][A-Z0-9_]{0,20}", fullmatch=True),
                   st.sampled_from(["_PID", "OBJECT_PID", "MESSAGE", "PRIORITY", "_UID",
@@ -150,12 +195,15 @@ def handmade(draw):
     body_len = 40 + sum(map(len, strings)) + len(fields)
     size = draw(st.sampled_from([body_len, body_len - 1, body_len + 1, 0, 39,
                                  wire.MAX_FRAME, wire.MAX_FRAME + 1, 2**32 - 1]))
+    if draw(st.booleans()):               # a forgery, or a name longer than its limit
+        strings[draw(st.sampled_from([0, 2, 3, 5]))] = draw(st.sampled_from(
+            [f.encode() for f in FORGERIES] + [b"f" * 70000, b"x" * 1025, b"\xc3\xa9" * 600]))
     lengths = [len(s) for s in strings]
     if draw(st.booleans()):
         lengths[draw(st.integers(0, 5))] = draw(st.sampled_from([2**32 - 1, 2**31, 10**6]))
     head = HEAD.pack(size, draw(st.sampled_from([1, 1, 1, 0, 2, 255])),
                      draw(st.sampled_from([1, 2, 3, 4, 0, 5, 255])), nfields % 65536,
-                     draw(st.integers(0, 2**32 - 1)),
+                     draw(st.integers(0, 2**32 - 1) | st.sampled_from([2**31, 2**32 - 1])),
                      draw(st.sampled_from([0.0, 1.7e9, -1.0, float("nan"), float("inf"),
                                            1e300, wire.MAX_TIME])), *lengths)
     return head + b"".join(strings) + fields
@@ -226,3 +274,65 @@ def test_a_reconnect_loop_of_bad_clients_is_reported_at_a_bounded_rate(daemon):
     text = read_until(daemon.log, "after the reconnect loop")
     reports = text.count("not a virlogd client: bad greeting b'<13>not a'")
     assert reports <= 20                 # 10 per 10 s; the loop spans two windows at most
+
+
+# -- the frames of issue 15, one by one ----------------------------------------------------
+def frame(priority=1, source="app", message="m", *, line=0, func=None, file=None,
+          stack=None, ident=None, fields=None):
+    return wire.encode_parts(priority, source, message, time=time.time(), line=line,
+                             func=func, file=file, stack=stack, ident=ident, fields=fields)
+
+
+def send_and_count(d, data):
+    """Send *data* on a fresh connection; the daemon's last answer (records routed)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(d.socket)
+        sock.sendall(wire.HELLO + data)
+        sock.shutdown(socket.SHUT_WR)
+        answers = read_to_eof(sock)
+    return struct.unpack_from("<Q", answers, len(answers) - 8)[0] if answers else 0
+
+
+ISSUE_FRAMES = [
+    ("a debug record whose line is 2**31", frame(1, line=2**31, func="f")),
+    ("a debug record whose line is 2**32-1", frame(1, line=2**32 - 1, func="f")),
+    ("a debug record with a 65,536-byte function name", frame(1, func="f" * 65536)),
+    ("an info record with a 70,000-byte function name", frame(2, func="g" * 70000)),
+    ("an error record with a 70,000-byte function name", frame(4, func="h" * 70000, line=2**31)),
+    ("records with a 70,000-byte source, ident and file",
+     frame(1, source="s" * 70000) + frame(4, source="\u00e9" * 35000, ident="i" * 70000,
+                                           file="/" * 70000)),
+]
+
+
+@pytest.mark.parametrize("name, data", ISSUE_FRAMES, ids=[name for name, _ in ISSUE_FRAMES])
+def test_one_well_formed_frame_never_stops_the_daemon(daemon, name, data):
+    """Each frame of the issue is routed (answered for), the daemon stays up, and the
+    bystander (checked at the end) and a new client are still served."""
+    records = len(wire.FrameDecoder().feed(wire.HELLO + data))
+    assert send_and_count(daemon, data) == records, name
+    assert daemon.proc.poll() is None, daemon.stderr()
+    assert send_and_count(daemon, frame(4, "probe", f"after {name}")) == 1
+    read_until(daemon.log, f"after {name}\n")
+    assert "unroutable record" not in stats(daemon)["dropped"]
+
+
+def test_no_string_a_client_sends_forges_a_line_in_the_file_or_a_dump(daemon):
+    """The issue's forged function name, and the same in every other string a client gives,
+    at error (the file) and at debug (the ring, then a dump into the file)."""
+    data = b""
+    for i, forged in enumerate(FORGERIES):
+        for priority in (1, 4):
+            data += frame(priority, source=forged, message=f"{forged} #{i}", func=forged,
+                          line=7, file=forged, stack=forged, ident=forged,
+                          fields={"MESSAGE_ID": forged, "X": forged.encode()})
+    assert send_and_count(daemon, data) == 2 * len(FORGERIES)
+    answer = daemon.admin("dump")
+    assert answer.returncode == 0, answer.stderr
+    text = read_until(daemon.log, "====== end of log =====")
+    # the forged func is in the line, escaped: one line, the client's own pid
+    assert re.search(rf"^\S+ \S+: {os.getpid()}: error : virInit\\x0a2026-01-01 "
+                     r"00:00:00\.000\+0000: 1: error : forged:1 : FORGED BY ANOTHER USER"
+                     r"\\x0ax : virInit\\x0a2026-01-01 .*:7 : virInit$", text, re.M)
+    assert_no_forged_line(text)

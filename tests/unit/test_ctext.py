@@ -100,6 +100,8 @@ lines = st.one_of(st.integers(0, 100000), st.integers(-2 ** 31, 2 ** 31 - 1),
                   st.sampled_from([None, 2 ** 31, -2 ** 31 - 1, 2 ** 63, 2 ** 64, False, 1.5]))
 messages = st.one_of(texts, texts, st.sampled_from(["x" * 120, "", b"m", None, 7]))
 stacks = st.one_of(st.none(), st.just(""), texts, st.sampled_from(["\n", "a\r\nb\n\n", 5]))
+relayeds = st.one_of(st.booleans(), st.booleans(), st.sampled_from([None, 0, 1, "yes"]))
+sources = st.one_of(texts, st.sampled_from(["", "qemu.monitor", None, 5, b"s", "s" * 70000]))
 
 
 @st.composite
@@ -108,11 +110,12 @@ def records(draw, unset=False):
     rec = Record(1, "src", "")
     for name, strategy in (("time", times), ("pid", pids), ("priority", priorities),
                            ("func", funcs), ("line", lines), ("message", messages),
-                           ("stack", stacks)):
+                           ("stack", stacks), ("relayed", relayeds), ("source", sources)):
         setattr(rec, name, draw(strategy))
     if unset and draw(st.booleans()):
         delattr(rec, draw(st.sampled_from(
-            ["time", "pid", "priority", "func", "line", "message", "stack"])))
+            ["time", "pid", "priority", "func", "line", "message", "stack", "relayed",
+             "source"])))
     return rec
 
 
@@ -191,8 +194,9 @@ def test_pack_record_and_pack_parts_are_the_same(rec):
     expected = outcome(textformat._pure_pack_record, rec)
     assert outcome(C.pack_record, rec) == expected
     parts = (rec.time, rec.pid, rec.line, rec.priority, rec.func, rec.message)
-    assert outcome(C.pack_parts, *parts) == expected
-    assert outcome(textformat._pure_pack_parts, *parts) == expected
+    assert outcome(C.pack_parts, *parts) == outcome(textformat._pure_pack_parts, *parts)
+    if not rec.relayed:       # a relayed record's entry keeps its source too
+        assert outcome(C.pack_parts, *parts) == expected
     if expected[0] == "returned":
         entry = expected[2]
         assert outcome(C.entry_text, entry) == outcome(textformat._pure_entry_text, entry)
@@ -207,6 +211,13 @@ def test_pack_record_and_pack_parts_are_the_same(rec):
               st.integers(-2 ** 31, 2 ** 31 - 1), st.integers(-2 ** 31, 2 ** 31 - 1),
               st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=40))
     .map(lambda t: struct.pack("<xdiiBH", *t[:5]) + t[5]),
+    st.tuples(st.floats(allow_nan=True, allow_infinity=True) | good_times.map(float),
+              st.integers(-2 ** 31, 2 ** 31 - 1), st.integers(0, 2 ** 32 - 1),
+              st.integers(0, 255), st.integers(0, 3),
+              st.integers(0, 50) | st.integers(0, 2 ** 32 - 1),
+              st.integers(0, 50) | st.integers(0, 2 ** 32 - 1), st.binary(max_size=60))
+    .map(lambda t: struct.pack("<BdiIBBII", 1, *t[:7]) + t[7]),
+    st.binary(max_size=60).map(lambda b: b"\1" + b),
 ))
 def test_entry_text_is_the_same(entry):
     """Any entry, even corrupt: the same text, or the same exception."""

@@ -396,7 +396,7 @@ HERE_AT = [pytest.param(wire._here_at_py, id="pure")]
 if wire._cframes is not None:
     HERE_AT.append(pytest.param(wire._cwire.here_at, id="c"))
 SLOTS = ("priority", "source", "message", "func", "line", "file", "pid", "fields", "stack",
-         "uid", "gid", "ident")
+         "uid", "gid", "ident", "relayed")
 
 
 @pytest.mark.parametrize("here_at", HERE_AT)
@@ -412,7 +412,7 @@ def test_here_at_makes_the_record_of_the_call_depth_frames_up(here_at):
     assert type(rec) is Record and before - 0.001 <= rec.time <= after + 0.001
     assert tuple(getattr(rec, name) for name in SLOTS) == (
         2, "app.io", "x=5 y", "caller", caller.__code__.co_firstlineno + 1, __file__, 4711,
-        {}, None, None, None, None)
+        {}, None, None, None, None, False)
 
 
 @pytest.mark.parametrize("here_at", HERE_AT)

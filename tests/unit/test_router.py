@@ -163,3 +163,91 @@ def test_a_text_output_takes_records_by_one_append_once_its_headers_are_out(tmp_
     assert [line.split(" : ")[-1] for line in capfd.readouterr().err.splitlines()][2:] == [
         "m0", "m1", "m2", "m3", "m4"]
     assert [out["written"] for out in router.stats()["outputs"]] == [5, 5]
+
+
+# -- a record no step can take costs that record only ----------------------------------------
+def _lines(path):
+    return open(path, errors="replace").read().splitlines()
+
+
+def test_a_record_no_step_can_take_is_counted_reported_and_the_others_routed(tmp_path):
+    """At the default settings (level 3, 64 kB ring, a file output): a record that cannot be
+    packed for the ring (a pid no entry holds: only the Python API can make one) is counted
+    under 'unroutable record', reported once on the outputs, and the records around it go
+    through."""
+    router = make_router(f"3:file:{tmp_path}/a.log", level=3, ring_kb=64)
+    router.route(Record(3, "app", "before"))
+    for i in range(5):
+        router.route(Record(1, "app", f"bad {i}", pid=2 ** 40))
+    router.route(Record(3, "app", "after"))
+    lines = _lines(tmp_path / "a.log")
+    assert [line.split(" : ", 1)[1] for line in lines[2:]] == [
+        "before",
+        "could not route a record (pid 1099511627776, source 'app'): error: 'i' format "
+        "requires -2147483648 <= number <= 2147483647 (1 unroutable record so far)",
+        "after"]
+    assert lines[3].split(": ")[2] == "error "
+    assert router.stats()["dropped"] == {"unroutable record": 5}
+    assert [entry_text(e).split(" : ")[-1] for e in router.ring.entries()] == [
+        "before\n", "after\n"]
+
+
+def test_unroutable_reports_are_rate_limited_and_say_how_many_were_suppressed(tmp_path):
+    router = make_router(f"1:file:{tmp_path}/a.log", level=1)
+    router.report_interval = 0.2
+    bad = Record(3, "app", None)                  # no message: only the Python API can
+    for _ in range(3):
+        router.route(bad)
+    import time
+    time.sleep(0.3)
+    router.route(bad)
+    reports = [line for line in _lines(tmp_path / "a.log") if "could not route" in line]
+    assert len(reports) == 2
+    assert reports[1].endswith("(4 unroutable record so far, 2 similar report(s) suppressed)")
+
+
+class BrokenRing(RingBuffer):
+    """A ring whose append fails for one message: the step every record takes first."""
+
+    def append(self, data):
+        if b"poison" in bytes(data):
+            raise OSError(28, "No space left on device")
+        super().append(data)
+
+
+def test_a_ring_that_cannot_take_a_record_costs_that_record_only(tmp_path):
+    router = make_router(f"3:file:{tmp_path}/a.log")
+    router.ring = BrokenRing(64 * 1024, _pure=True)
+    for message in ("one", "poison", "two"):
+        router.route(Record(3, "app", message))
+    messages_seen = [line.split(" : ", 1)[1] for line in _lines(tmp_path / "a.log")[2:]]
+    assert messages_seen == [
+        "one", "could not route a record (pid %d, source 'app'): OSError: [Errno 28] No space "
+        "left on device (1 unroutable record so far)" % os.getpid(), "two"]
+
+
+def test_a_damaged_ring_entry_never_stops_a_dump(tmp_path):
+    """A recovered ring may hold anything: an unreadable entry is named, the rest dumped."""
+    router = make_router(f"1:file:{tmp_path}/a.log")
+    good = pack_record(Record(1, "app", "kept", time=1.0, pid=1))
+    assert router.dump("Recovered", [good, b"\x01short", good], recovered=True) == 3
+    text = open(tmp_path / "a.log").read()
+    assert text.count(": 1: debug : kept\n") == 2
+    assert "  | unreadable ring entry of 6 bytes (error: unpack_from requires a buffer of " \
+           "at least 27 bytes" in text
+
+
+def test_a_relayed_record_names_its_source_in_file_lines_and_dumps(tmp_path):
+    """DESIGN §7, through the router: a client's record (decoded: relayed) names its source
+    in the file and in a dump; the daemon's own keep libvirt's line."""
+    router = make_router(f"3:file:{tmp_path}/a.log", level=3)
+    router.route(Record(3, "myapp", "disk almost full", pid=4711, relayed=True))
+    router.route(Record(1, "qemu.monitor", "sent", pid=4242, func="qemuMonitorSend",
+                        line=1024, relayed=True))
+    router.route(Record(3, "virlogd.server", "own", pid=os.getpid()))
+    router.dump("Dump", None)
+    lines = _lines(tmp_path / "a.log")
+    assert lines[2].endswith(": 4711: warning : myapp : disk almost full")
+    assert lines[3].endswith(f": {os.getpid()}: warning : own")
+    assert any(line.endswith(": 4242: debug : qemu.monitor : qemuMonitorSend:1024 : sent")
+               for line in lines[4:])

@@ -76,3 +76,66 @@ def test_parse_syslog_never_raises(datagram):
     assert priority in (1, 2, 3, 4)
     assert isinstance(source, str) and source and isinstance(message, str)
     assert isinstance(fields, dict)
+
+
+# -- the input: a datagram never stops it, and its lines name the tag ----------------------------
+class _Loop:
+    def add_reader(self, sock, callback):
+        pass
+
+    def remove_reader(self, sock):
+        pass
+
+
+def _input(tmp_path, monkeypatch=None):
+    import socket as socketlib
+
+    from virlogd import syslog_input
+    from virlogd.filters import FilterSet
+    from virlogd.outputs import OutputContext, build
+    from virlogd.ring import RingBuffer
+    from virlogd.router import Router, RouterState
+    from virlogd.specs import parse_outputs
+    specs, _ = parse_outputs(f"1:file:{tmp_path}/a.log")
+    outs = [build(spec, OutputContext(pid=4711, hostname="h")) for spec in specs]
+    router = Router(RouterState(FilterSet([], 3), outs), RingBuffer(64 * 1024), flush_each=True)
+    path = str(tmp_path / "dev-log")
+    sock = syslog_input.bind_syslog_socket(path)
+    sender = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    sender.connect(path)
+    return syslog_input.SyslogInput(_Loop(), router, sock), router, sender
+
+
+def test_a_datagram_that_cannot_become_a_record_is_counted_and_the_input_reads_on(
+        tmp_path, monkeypatch):
+    from virlogd import syslog_input
+    real = syslog_input.parse_syslog
+
+    def parse(datagram):
+        if b"poison" in datagram:
+            raise MemoryError("no room")      # what no parser can promise never happens
+        return real(datagram)
+    monkeypatch.setattr(syslog_input, "parse_syslog", parse)
+    syslog, router, sender = _input(tmp_path)
+    for payload in (b"<12>app: one", b"<12>app: poison", b"<12>app: two"):
+        sender.send(payload)
+    assert syslog.read(10) == 3
+    lines = open(tmp_path / "a.log").read().splitlines()[2:]
+    assert [line.split(" : ", 1)[1] for line in lines] == [
+        "app : one", "could not route a syslog datagram of 15 bytes: MemoryError: no room "
+        "(1 unroutable datagram so far)", "app : two"]
+    assert router.stats()["dropped"] == {"unroutable datagram": 1}
+
+
+def test_a_syslog_record_names_its_tag_and_no_tag_forges_a_line(tmp_path):
+    """A datagram's tag is its source: shown after the level, control characters escaped."""
+    syslog, router, sender = _input(tmp_path)
+    sender.send(b"<12>ta\x1b\x01g[5]: hello\nNov 25 10:07:00 forged[1]: x")
+    sender.send(b"<11>1 - - app\x7f 42 - - line one\r\nline two")
+    assert syslog.read(10) == 2
+    lines = open(tmp_path / "a.log").read().splitlines()[2:]
+    pid = __import__("os").getpid()
+    assert lines[0].endswith(f": {pid}: warning : ta\\x1b\\x01g : hello")
+    assert lines[1] == "  | Nov 25 10:07:00 forged[1]: x"
+    assert lines[2].endswith(f": {pid}: error : app\\x7f : line one")
+    assert lines[3] == "  | line two"

@@ -129,7 +129,7 @@ def test_a_packed_entry_is_the_line_at_dump_time(impl):
     rec = Record(1, "util", "register drivers", time=WHEN, pid=4711, func="virInitialize",
                  line=278)
     entry = impl.pack_record(rec)
-    assert entry[:1] == b"\0"
+    assert entry[:1] == b"\1"
     assert entry == impl.pack_parts(WHEN, 4711, 278, 1, "virInitialize", "register drivers")
     assert impl.entry_text(entry) == textformat._pure_format_line(rec)
     assert impl.entry_text("a line\n".encode()) == "a line\n"
@@ -141,7 +141,7 @@ def test_packing_keeps_undecodable_bytes_and_refuses_what_struct_refuses(impl):
     assert entry.endswith(b"\xff\xc3\xa9")
     assert impl.entry_text(entry).endswith(": info : \udcff\xe9\n")
     with pytest.raises(Exception, match="format requires"):
-        impl.pack_parts(WHEN, 1, 2 ** 31, 2, None, "m")
+        impl.pack_parts(WHEN, 1, 2 ** 32, 2, None, "m")
     with pytest.raises(UnicodeEncodeError):
         impl.pack_parts(WHEN, 1, 1, 2, None, "\ud800")
 
@@ -155,3 +155,70 @@ def test_the_dump_is_framed_by_libvirts_banners():
         "     ====== end of log =====\n")
     assert dump_text("Caught User-defined signal 2", None) == (
         "Caught User-defined signal 2 internal log buffer deactivated\n")
+
+
+# -- what a client sends: every value the wire admits packs, and nothing forges a line -------
+FORGED = "2026-01-01 00:00:00.000+0000: 1: error : forged:1 : FORGED BY ANOTHER USER"
+
+
+def _relayed(**values):
+    base = dict(time=WHEN, pid=4242, func="qemuMonitorSend", line=1024, relayed=True)
+    base.update(values)
+    return Record(1, values.pop("source", "qemu.monitor"), values.pop("message", "sent"),
+                  **{k: v for k, v in base.items() if k not in ("source", "message")})
+
+
+def test_a_relayed_record_names_its_source_after_the_level(impl):
+    """DESIGN §7: another process's record carries its source; local ones keep libvirt's."""
+    rec = _relayed()
+    line = ("2026-11-23 14:29:04.771+0000: 4242: debug : qemu.monitor : "
+            "qemuMonitorSend:1024 : sent\n")
+    assert impl.format_line(rec) == line
+    assert impl.entry_text(impl.pack_record(rec)) == line
+    warn = Record(3, "myapp", "disk almost full", time=WHEN, pid=4711, relayed=True)
+    assert impl.format_line(warn) == \
+        "2026-11-23 14:29:04.771+0000: 4711: warning : myapp : disk almost full\n"
+    assert impl.entry_text(impl.pack_record(warn)) == impl.format_line(warn)
+    local = Record(3, "myapp", "disk almost full", time=WHEN, pid=4711)
+    assert impl.format_line(local) == \
+        "2026-11-23 14:29:04.771+0000: 4711: warning : disk almost full\n"
+    assert impl.entry_text(impl.pack_record(local)) == impl.format_line(local)
+    empty = Record(2, "", "m", time=WHEN, pid=1, relayed=True)
+    assert impl.format_line(empty) == "2026-11-23 14:29:04.771+0000: 1: info : - : m\n"
+    assert impl.entry_text(impl.pack_record(empty)) == impl.format_line(empty)
+
+
+@pytest.mark.parametrize("where", ["func", "source", "message"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x00"])
+def test_no_string_a_client_gives_forges_a_line(impl, where, newline):
+    """The issue's function name, and the same in the source and the message: the text line,
+    the dumped ring entry and the syslog payload each stay one record line."""
+    rec = _relayed(**{where: f"virInit{newline}{FORGED}{newline}x"})
+    for text in (impl.format_line(rec), impl.entry_text(impl.pack_record(rec)),
+                 impl.format_line(rec, True), syslog_payload(rec) + "\n"):
+        lines = text.split("\n")
+        assert lines[-1] == ""
+        assert lines[0].startswith("2026-11-23 14:29:04.771+0000: 4242: debug : ") or \
+            lines[0].startswith("4242: debug : ")
+        assert all(line.startswith(textformat.CONTINUATION) for line in lines[1:-1]), text
+        assert "\r" not in text and "\x0b" not in text and "\x00" not in text
+    if where != "message":
+        assert "\n" not in impl.format_line(rec)[:-1]
+        assert f"virInit\\x{ord(newline[0]):02x}" in impl.format_line(rec)
+
+
+def test_every_line_and_function_name_the_wire_admits_packs_and_dumps(impl):
+    """line 2**31 and 2**32-1, a 70,000-byte func (each once stopped the daemon)."""
+    for rec in (_relayed(line=2 ** 31), _relayed(line=2 ** 32 - 1), _relayed(func="f" * 70000),
+                _relayed(source="s" * 70000), _relayed(func="\u65e5" * 30000)):
+        entry = impl.pack_record(rec)
+        assert impl.entry_text(entry) == impl.format_line(rec)
+    assert ":4294967295 : sent\n" in impl.format_line(_relayed(line=2 ** 32 - 1))
+
+
+def test_an_older_versions_packed_entry_still_dumps(impl):
+    """A ring recovered from the previous version holds its NUL-led entries."""
+    import struct
+    old = struct.pack("<xdiiBH", WHEN, 4711, 278, 1, 13) + b"virInitializeregister drivers"
+    assert impl.entry_text(old) == ("2026-11-23 14:29:04.771+0000: 4711: debug : "
+                                    "virInitialize:278 : register drivers\n")

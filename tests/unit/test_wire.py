@@ -131,7 +131,8 @@ class TestRoundTrip:
         assert {name: type(getattr(got, name)).__name__ for name in Record.__slots__} == {
             "time": "float", "priority": "int", "source": "str", "message": "str",
             "func": "str", "line": "int", "file": "str", "fields": "dict", "stack": "str",
-            "pid": "int", "uid": "int", "gid": "int", "ident": "str"}
+            "pid": "int", "uid": "int", "gid": "int", "ident": "str", "relayed": "bool"}
+        assert got.relayed is True              # another process sent it (DESIGN §7)
         assert repr(got).startswith("Record(priority=3, source='qemu.monitor'")
 
     def test_a_memoryview_of_a_shared_read_buffer_is_decoded(self):
@@ -292,3 +293,50 @@ class TestAnswers:
         assert acks.feed(stream[13:15]) is None
         assert acks.feed(stream[15:]) == 12
         assert acks.feed(b"") is None
+
+
+# -- the admissible range of each field (docs/protocol.md) -----------------------------------
+def strings_frame(source=b"s", message=b"m", func=b"", file=b"", stack=b"", ident=b"",
+                  line=0):
+    parts = (source, message, func, file, stack, ident)
+    return frame_with({"line": line, "lengths": tuple(map(len, parts))}, b"".join(parts))
+
+
+class TestRanges:
+    def test_every_line_number_the_wire_admits_is_kept(self):
+        """line is a u32: 2**31 and 2**32-1 come through as they were sent."""
+        got = decode(wire.HELLO + strings_frame(line=2 ** 31) + strings_frame(line=2 ** 32 - 1))
+        assert [r.line for r in got] == [2 ** 31, 2 ** 32 - 1]
+
+    @pytest.mark.parametrize("name, limit", [("source", wire.MAX_SOURCE),
+                                             ("func", wire.MAX_FUNC),
+                                             ("file", wire.MAX_FILE),
+                                             ("ident", wire.MAX_IDENT)])
+    def test_a_long_name_is_cut_at_its_limit_and_the_record_kept(self, name, limit):
+        """A value over its limit is cut there, never inside a UTF-8 sequence."""
+        records = decode(wire.HELLO
+                         + strings_frame(**{name: b"x" * (limit + 5000)})
+                         + strings_frame(**{name: b"x" * limit})
+                         + strings_frame(**{name: b"a" + "\u00e9".encode() * limit})
+                         + strings_frame(**{name: b"ab" + "\U0001f600".encode() * limit})
+                         + strings_frame(**{name: b"x" * limit + b"\xff"}))
+        values = [getattr(r, name) for r in records]
+        assert values[0] == values[1] == "x" * limit
+        assert values[2] == "a" + "\u00e9" * ((limit - 1) // 2)          # the split one goes
+        assert values[3] == "ab" + "\U0001f600" * ((limit - 2) // 4)
+        assert values[4] == "x" * limit            # what lies past the cut is never read
+        assert [r.message for r in records] == ["m"] * 5
+
+    def test_invalid_utf8_inside_the_kept_part_is_still_refused(self):
+        """The cut does not excuse a strict field: its kept bytes must be UTF-8."""
+        assert refused(wire.HELLO + strings_frame(func=b"\xff" + b"x" * 5000)) == \
+            "invalid UTF-8 in func at byte 0"
+        assert refused(wire.HELLO + strings_frame(source=b"x" * 10 + b"\xc3(" + b"x" * 5000)) \
+            == "invalid UTF-8 in source"
+
+    def test_a_client_sent_record_is_marked_relayed_and_a_local_one_is_not(self):
+        """The text lines of another process's records name its source (DESIGN §7)."""
+        got, = decode(wire.HELLO + strings_frame())
+        assert got.relayed is True
+        assert Record(1, "s", "m").relayed is False
+        assert wire.here(1, "s", "m", None, 0, None, None, None, None).relayed is False
