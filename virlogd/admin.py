@@ -113,8 +113,9 @@ class AdminServer:
                 conn, _addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                return              # e.g. EMFILE: try again on the next wake-up
+            except OSError:         # e.g. EMFILE: the socket stays readable; rest, not spin
+                self.loop.rest_reader(self.sock, 0.2)
+                return
             conn.setblocking(False)
             try:
                 pid, uid, _gid = peer_credentials(conn)

@@ -102,8 +102,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.check_config:
         default = None if settings.outputs else defaults.default_output(
             settings.log_level, detached=args.daemon)
+        from .limits import check_settings
+        descriptors = check_settings(settings)      # the cap against RLIMIT_NOFILE
+        if descriptors:
+            warn(descriptors)
         sys.stdout.write(settings_mod.render(settings, default))
-        return 1 if settings.problems else 0
+        return 1 if settings.problems or descriptors else 0
     from .runner import run
     return run(settings, detach=args.daemon, pid_file=args.pid_file)
 

@@ -158,7 +158,8 @@ class Daemon:
         from .server import ClientServer
         s = self.settings
         self.client_server = ClientServer(self.loop, self.router, self.sockets[systemd.CLIENT],
-                                          max_clients=s.max_clients)
+                                          max_clients=s.max_clients,
+                                          max_pending=s.max_pending_size)
         self.client_server.start()
         self.admin_server = AdminServer(self.loop, self, self.sockets[systemd.ADMIN])
         if systemd.SYSLOG in self.sockets:
@@ -213,6 +214,9 @@ class Daemon:
                        f"MAINPID={os.getpid()}")
         self.log(2, "virlogd.daemon", f"virlogd started (pid {os.getpid()}), "
                                       f"listening on {self.settings.socket_path}")
+        watchdog = systemd.watchdog_interval()
+        if watchdog:            # WatchdogSec=: pinged from the loop, so a hung loop is restarted
+            self.loop.call_every(watchdog, lambda: systemd.notify("WATCHDOG=1"))
         self.loop.run()
         return self.exit_status
 

@@ -14,8 +14,10 @@ import collections
 import heapq
 import os
 import selectors
+import signal
+import threading
 import time
-from typing import Callable, Deque, List, Tuple
+from typing import Callable, Deque, Dict, List, Tuple
 
 
 class EventLoop:
@@ -27,17 +29,41 @@ class EventLoop:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
         self._stopping = False
+        self._resting: Dict[int, Tuple[object, Callable[[object], None]]] = {}
         self.after_batch: List[Callable[[], None]] = []   # run after each round of callbacks
 
     # -- registration ----------------------------------------------------------------
     def add_reader(self, fileobj, callback: Callable[[object], None]) -> None:
+        self._resting.pop(_fd(fileobj), None)
         self._selector.register(fileobj, selectors.EVENT_READ, callback)
 
     def remove_reader(self, fileobj) -> None:
+        self._resting.pop(_fd(fileobj), None)
         try:
             self._selector.unregister(fileobj)
         except (KeyError, ValueError):
             pass
+
+    def rest_reader(self, fileobj, seconds: float) -> None:
+        """Stop watching *fileobj* for *seconds*, then watch it again, same callback.
+
+        For a listening socket whose accept() fails for want of a descriptor (EMFILE): it
+        stays readable, and a level-triggered loop would call back at once, for ever.
+        ``remove_reader`` (or ``add_reader``) meanwhile cancels the return."""
+        try:
+            callback = self._selector.get_key(fileobj).data
+        except (KeyError, ValueError):
+            return
+        self._selector.unregister(fileobj)
+        fd = _fd(fileobj)
+        entry = (fileobj, callback)
+        self._resting[fd] = entry
+
+        def back() -> None:
+            if self._resting.get(fd) is entry:
+                del self._resting[fd]
+                self._selector.register(fileobj, selectors.EVENT_READ, callback)
+        self.call_later(seconds, back)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         self._seq += 1
@@ -72,10 +98,19 @@ class EventLoop:
         self.call_soon_threadsafe(lambda: None)
 
     def run(self) -> None:
-        """Run until ``stop()``; exceptions from callbacks propagate (the daemon decides)."""
+        """Run until ``stop()``; exceptions from callbacks propagate (the daemon decides).
+
+        A signal caught while another thread runs (a remote output's, say) does not
+        interrupt our ``select``: Python only notes it, and its handler would wait for the
+        next wake-up. So signals also write to the wake-up pipe (``set_wakeup_fd``)."""
         self._stopping = False
-        while not self._stopping:
-            self.run_once()
+        previous = _set_wakeup_fd(self._wake_w)
+        try:
+            while not self._stopping:
+                self.run_once()
+        finally:
+            if previous is not None:
+                _set_wakeup_fd(previous)
 
     def run_once(self, timeout: float = 1.0) -> None:
         if self._timers:
@@ -96,3 +131,17 @@ class EventLoop:
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _set_wakeup_fd(fd: int):
+    """``signal.set_wakeup_fd(fd)``; the previous fd, or None outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        return None
+
+
+def _fd(fileobj) -> int:
+    return fileobj if isinstance(fileobj, int) else fileobj.fileno()

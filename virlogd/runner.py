@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional
 
-from . import defaults, pidfile
+from . import defaults, limits, pidfile
 from .cli import error, exit_now
 from .daemon import Daemon, StartError, install_crash_handlers
 from .settings import Settings
@@ -35,6 +35,9 @@ def run(settings: Settings, *, detach: bool, pid_file: Optional[str]) -> int:
 
 def _serve(settings: Settings, pid_file: Optional[str], *, detached: bool,
            ready_fd: Optional[int]) -> int:
+    # systemd and shells give a soft 1,024 descriptors; the client cap is reckoned against
+    # what this leaves (limits.py), so raise it before anything is opened
+    limits.raise_nofile()
     daemon = Daemon(settings, detached=detached)
     install_crash_handlers(daemon, exit_now)
     try:

@@ -13,6 +13,20 @@ Backpressure: routing is synchronous, so while an output is slow the loop is not
 the kernel's socket buffers fill, and clients block in ``send`` — nothing is buffered here
 beyond one partial frame per connection (at most ``wire.MAX_FRAME``).
 
+The budget of incomplete frames (``max_pending_size``): one partial frame per connection is
+still up to 4 MiB times ``max_clients``, which any local user could make the daemon hold. So
+a frame bigger than ``PENDING_FLOOR`` is read beyond that only once its whole size is
+reserved in the budget, and then to its end and no further (it is bound to complete, so a
+reservation is always given back). A connection whose frame does not fit waits, unregistered
+from the loop, so that the kernel's buffers and that writer wait, while every connection
+sending ordinary records goes on; waiting connections are let in, oldest first, as the
+budget frees. Held bytes never exceed the budget plus ``PENDING_FLOOR`` per connection.
+
+Descriptors: the client cap is kept under what ``RLIMIT_NOFILE`` leaves (``limits.py``). If
+accepting still fails for want of a descriptor (EMFILE, ENFILE), a spare descriptor is given
+up to accept and refuse the waiting connections, and the listening socket is not watched for
+``ACCEPT_PAUSE`` seconds, instead of spinning on a socket that stays readable.
+
 Identity: pid/uid/gid are read once per connection with SO_PEERCRED, at accept, and stamped
 on every record by the decoder; the protocol has no way to claim them.
 
@@ -22,12 +36,15 @@ clients are rate-limited, so a client that reconnects in a loop cannot flood the
 """
 from __future__ import annotations
 
+import collections
+import errno
 import os
 import socket
 import struct
 import time
-from typing import Dict, Optional
+from typing import Deque, Dict, Optional
 
+from . import limits
 from .errors import ProtocolError
 from .record import Record
 from .wire import FrameDecoder, encode_ack
@@ -36,11 +53,15 @@ READ_SIZE = 256 * 1024
 ACCEPT_BATCH = 64              # connections accepted per wake-up of the listening socket
 DRAIN_LIMIT = 64 * 1024 * 1024  # bytes drain() reads from one connection at most
 REPORT_SOURCE = "virlogd.server"
+DEFAULT_MAX_PENDING = 64 * 1024 * 1024   # bytes held in incomplete frames, all clients
+PENDING_FLOOR = 16 * 1024      # what any connection may hold without a reservation
+ACCEPT_PAUSE = 0.2             # seconds the listening socket rests when out of descriptors
 _CRED = struct.Struct("3i")
 
 
 class _Connection:
-    __slots__ = ("sock", "fd", "pid", "uid", "gid", "decoder", "routed", "unsent")
+    __slots__ = ("sock", "fd", "pid", "uid", "gid", "decoder", "routed", "unsent",
+                 "held", "reserved", "waiting")
 
     def __init__(self, sock: socket.socket, pid: int, uid: int, gid: int) -> None:
         self.sock = sock
@@ -51,6 +72,14 @@ class _Connection:
         self.decoder = FrameDecoder(pid=pid, uid=uid, gid=gid)
         self.routed = 0          # records routed: what a version 2 client is told
         self.unsent = b""        # the rest of an answer the socket took only in part
+        self.held = 0            # bytes of an incomplete frame in the decoder
+        self.reserved = 0        # the budget reserved for that frame (its whole size), or 0
+        self.waiting = False     # not read until its frame fits in the budget
+
+    @property
+    def cost(self) -> int:
+        """What this connection takes from the budget of incomplete frames."""
+        return self.reserved if self.reserved > self.held else self.held
 
     def who(self) -> str:
         return f"pid {self.pid} (uid {self.uid})"
@@ -86,11 +115,13 @@ class ClientServer:
     """Serves the client socket *sock* (listening, AF_UNIX SOCK_STREAM) on *loop*."""
 
     def __init__(self, loop, router, sock: socket.socket, *, max_clients: int = 1024,
-                 ident: str = "virlogd") -> None:
+                 max_pending: int = DEFAULT_MAX_PENDING, ident: str = "virlogd") -> None:
         self.loop = loop
         self.router = router
         self.sock = sock
-        self.max_clients = max_clients
+        self.max_clients = max_clients              # in force (lowered to fit descriptors)
+        self.configured_max_clients = max_clients
+        self.max_pending = max_pending
         self.ident = ident
         self.connections: Dict[int, _Connection] = {}
         self.accepting = False
@@ -99,14 +130,33 @@ class ClientServer:
         self.malformed = 0
         self.truncated = 0
         self.refused = 0
+        self.refused_no_fd = 0       # connections refused for want of a descriptor
+        self.accept_pauses = 0       # times accepting rested for want of a descriptor
+        self.held = 0                # bytes in incomplete frames, all connections
+        self.committed = 0           # the budget taken: held, or reserved where larger
+        self.waits = 0               # times a connection had to wait for the budget
+        self.waiting: Deque[_Connection] = collections.deque()
         self._renamed_closed = 0     # renames counted on connections already closed
         self._buf = bytearray(READ_SIZE)
         self._view = memoryview(self._buf)
         self._fault_reports = _RateLimit(burst=10)
         self._refusal_reports = _RateLimit(burst=1)
+        self._budget_reports = _RateLimit(burst=1)
+        self._fd_reports = _RateLimit(burst=1)
+        self._spare: Optional[int] = None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        """Serve the socket. Called once the daemon's own descriptors are open, so that
+        what they leave of RLIMIT_NOFILE decides the client cap in force."""
+        self._spare = _open_spare()
+        own = limits.open_descriptors()
+        if own is not None:
+            limit = limits.soft_limit()
+            lowered = limits.does_not_fit(self.configured_max_clients, limit, own)
+            self.max_clients = limits.client_cap(self.configured_max_clients, limit, own)
+            if lowered:
+                self._report(lowered, _RateLimit(burst=1))
         self.sock.setblocking(False)
         self.loop.add_reader(self.sock, self._on_listen)
         self.accepting = True
@@ -119,6 +169,9 @@ class ClientServer:
         self.accepting = False
         self.loop.remove_reader(self.sock)
         self._accept_all(limit=None)
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
 
     def drain(self) -> None:
         """Route everything already readable on every connection, then close them all."""
@@ -127,7 +180,7 @@ class ClientServer:
         for conn in list(self.connections.values()):
             total = 0
             while conn.fd in self.connections and total < DRAIN_LIMIT:
-                got = self._read(conn)
+                got = self._read(conn, budget=False)    # the last reads: no waiting now
                 if got <= 0:
                     break
                 total += got
@@ -142,6 +195,13 @@ class ClientServer:
             "malformed_frames": self.malformed,
             "truncated_frames": self.truncated,
             "refused": self.refused,
+            "max_clients": self.max_clients,
+            "refused_no_descriptor": self.refused_no_fd,
+            "accept_pauses": self.accept_pauses,
+            "pending_bytes": self.held,
+            "max_pending_size": self.max_pending,
+            "clients_waiting": len(self.waiting),
+            "waits": self.waits,
             "renamed_fields": self._renamed_closed + sum(
                 conn.decoder.renamed for conn in self.connections.values()),
         }
@@ -157,12 +217,50 @@ class ClientServer:
                 conn, _addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as err:     # EMFILE, ENFILE...: leave it in the backlog
-                self._report(f"cannot accept a connection: {err.strerror or err}",
-                             self._refusal_reports)
+            except OSError as err:
+                if err.errno in (errno.EMFILE, errno.ENFILE):
+                    self._out_of_descriptors(err)
+                else:                   # e.g. ECONNABORTED: that client is gone already
+                    self._report(f"cannot accept a connection: {err.strerror or err}",
+                                 self._refusal_reports)
                 return
             count += 1
             self._admit(conn)
+
+    def _out_of_descriptors(self, err: OSError) -> None:
+        """No descriptor for the next connection: refuse those waiting (with the spare
+        descriptor), and rest the listening socket a moment (it stays readable, and the
+        level-triggered loop would otherwise call us again at once, for ever)."""
+        refused = self._refuse_waiting()
+        self.refused_no_fd += refused
+        self.accept_pauses += 1
+        if self.accepting:
+            self.loop.rest_reader(self.sock, ACCEPT_PAUSE)
+        which = f"RLIMIT_NOFILE {limits.soft_limit()} reached" if err.errno == errno.EMFILE \
+            else "the system's file table is full"
+        self._report(f"cannot accept connections: {err.strerror or err} ({which}); "
+                     f"{self.refused_no_fd} connection(s) refused so far for want of a "
+                     f"descriptor", self._fd_reports)
+
+    def _refuse_waiting(self) -> int:
+        """Accept and close the connections waiting in the backlog, on the spare
+        descriptor: each client learns at once (EOF) instead of waiting for ever."""
+        if self._spare is None:
+            return 0
+        os.close(self._spare)
+        self._spare = None
+        count = 0
+        try:
+            while count < ACCEPT_BATCH:
+                try:
+                    conn, _addr = self.sock.accept()
+                except OSError:
+                    break
+                conn.close()
+                count += 1
+        finally:
+            self._spare = _open_spare()
+        return count
 
     def _admit(self, conn: socket.socket) -> None:
         try:
@@ -173,9 +271,11 @@ class ClientServer:
             return
         if len(self.connections) >= self.max_clients:
             self.refused += 1
+            lowered = "" if self.max_clients == self.configured_max_clients else \
+                f", lowered from {self.configured_max_clients} to fit RLIMIT_NOFILE"
             self._report(f"refused connection from pid {pid} (uid {uid}): too many clients "
                          f"({len(self.connections)} connected, max_clients = "
-                         f"{self.max_clients}); {self.refused} refused so far",
+                         f"{self.max_clients}{lowered}); {self.refused} refused so far",
                          self._refusal_reports)
             conn.close()
             return
@@ -191,11 +291,22 @@ class ClientServer:
         if conn is not None:
             self._read(conn)
 
-    def _read(self, conn: _Connection) -> int:
+    def _read(self, conn: _Connection, budget: bool = True) -> int:
         """One read: route what it completes. Returns the bytes read, 0 at EOF (closed),
-        -1 if nothing was there."""
+        -1 if nothing was there (or the connection must wait for the budget)."""
+        if budget:
+            if conn.reserved:           # to the end of the reserved frame, no further
+                want = min(READ_SIZE, conn.reserved - conn.held)
+            else:
+                want = min(READ_SIZE, max(PENDING_FLOOR - conn.held,
+                                          self.max_pending - self.committed))
+            if want <= 0:
+                self._wait(conn)
+                return -1
+        else:
+            want = READ_SIZE
         try:
-            size = conn.sock.recv_into(self._buf)
+            size = conn.sock.recv_into(self._buf, want)
         except (BlockingIOError, InterruptedError):
             return -1
         except OSError:                 # ECONNRESET: the client died; it sent nothing more
@@ -210,7 +321,59 @@ class ClientServer:
             self._malformed(conn, str(err))
             return size
         self._route_all(conn, records)
+        if conn.held or conn.decoder.pending:
+            self._account(conn, budget)
         return size
+
+    # -- the budget of incomplete frames -----------------------------------------------
+    def _account(self, conn: _Connection, budget: bool) -> None:
+        """Bring the budget up to date after a read of *conn*; reserve for a frame that
+        has grown past the floor, or make the connection wait."""
+        before = conn.cost
+        held = conn.decoder.pending
+        need = conn.decoder.pending_need if held else 0
+        self.held += held - conn.held
+        conn.held = held
+        if conn.reserved and need != conn.reserved:
+            conn.reserved = 0           # that frame is complete
+        wait = False
+        if budget and not conn.reserved and need > PENDING_FLOOR:
+            if self.committed - before + need <= self.max_pending:
+                conn.reserved = need
+            else:
+                wait = True
+        after = conn.cost
+        self.committed += after - before
+        if wait:
+            self._wait(conn)
+        elif after < before and self.waiting:
+            self._let_in()
+
+    def _wait(self, conn: _Connection) -> None:
+        if conn.waiting:
+            return
+        conn.waiting = True
+        self.waiting.append(conn)
+        self.waits += 1
+        self.loop.remove_reader(conn.sock)
+        self._report(f"max_pending_size reached ({self.held} bytes held in incomplete "
+                     f"frames, limit {self.max_pending}): not reading from {conn.who()} "
+                     f"until its {conn.decoder.pending_need}-byte frame fits; "
+                     f"{len(self.waiting)} client(s) waiting", self._budget_reports)
+
+    def _let_in(self) -> None:
+        """Reserve for waiting connections, oldest first, while their frames fit."""
+        while self.waiting:
+            conn = self.waiting[0]
+            need = conn.decoder.pending_need
+            if self.committed - conn.cost + need > self.max_pending:
+                return
+            self.waiting.popleft()
+            conn.waiting = False
+            before = conn.cost
+            conn.reserved = need
+            self.committed += conn.cost - before
+            self.loop.add_reader(conn.sock, self._on_readable)
 
     def _route_all(self, conn: _Connection, records) -> None:
         if not records:
@@ -243,6 +406,15 @@ class ClientServer:
     def _close(self, conn: _Connection, *, eof: bool) -> None:
         self.connections.pop(conn.fd, None)
         self.loop.remove_reader(conn.sock)
+        if conn.waiting:
+            conn.waiting = False
+            self.waiting.remove(conn)
+        freed = conn.cost
+        self.held -= conn.held
+        conn.held = conn.reserved = 0
+        if freed:
+            self.committed -= freed
+            self._let_in()
         self._renamed_closed += conn.decoder.renamed
         if eof:
             pending = conn.decoder.pending
@@ -267,3 +439,11 @@ class ClientServer:
             message += f" ({suppressed} similar report(s) suppressed)"
         self.router.route(Record(3, REPORT_SOURCE, message, pid=os.getpid(),
                                  uid=os.getuid(), gid=os.getgid(), ident=self.ident))
+
+
+def _open_spare() -> Optional[int]:
+    """A descriptor held in reserve, given up to refuse clients when none is left."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None

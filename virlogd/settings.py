@@ -33,6 +33,10 @@ except ModuleNotFoundError:            # pragma: no cover - Python 3.9 and 3.10
 DEFAULT_LEVEL = 3
 DEFAULT_BUFFER_KB = 64
 MAX_BUFFER_KB = 1024 * 1024            # 1 GiB: beyond this it is a typo, not a buffer
+# max_pending_size: bytes the daemon holds in incomplete frames, all clients together. The
+# least is one whole frame (wire.MAX_FRAME and its 4-byte length), or a big record never fits.
+MIN_PENDING = 4 * 1024 * 1024 + 4
+DEFAULT_PENDING = 64 * 1024 * 1024
 
 
 # -- type checks: each returns the value to use, or raises ValueError(why) --------------
@@ -114,6 +118,9 @@ KEYS: Dict[str, Key] = {k.name: k for k in (
     Key("max_size", _int_in(0, 2**63 - 1, "a size in bytes, 0 or more"), 0),
     Key("max_backups", _int_in(0, 1000, "an integer from 0 to 1000"), 3),
     Key("max_clients", _int_in(1, 65536, "an integer from 1 to 65536"), 1024),
+    Key("max_pending_size", _int_in(MIN_PENDING, 2**63 - 1,
+                                    f"a size in bytes, {MIN_PENDING} or more"),
+        DEFAULT_PENDING),
     Key("remote_ca_file", _path, None),
     Key("remote_queue_size", _int_in(1, 10_000_000, "an integer from 1 to 10000000"), 10000),
 )}

@@ -1,4 +1,5 @@
-"""What systemd gives a service, and what it expects back: socket activation and readiness.
+"""What systemd gives a service, and what it expects back: socket activation, readiness and
+the watchdog.
 
 Both follow sd_listen_fds(3) and sd_notify(3); ``systemd.daemon`` (systemd-python) does the
 protocol when it is installed. The socket units name their sockets (``FileDescriptorName=``),
@@ -60,6 +61,27 @@ def _role_by_address(sock: socket.socket, expected: Optional[Dict[str, str]]) ->
     if sock.type == socket.SOCK_DGRAM:
         return SYSLOG
     return CLIENT if not address or address != (expected or {}).get(ADMIN) else ADMIN
+
+
+def watchdog_interval(env: Optional[Mapping[str, str]] = None,
+                      pid: Optional[int] = None) -> Optional[float]:
+    """Seconds between two ``WATCHDOG=1``, or None when the service manager wants none.
+
+    As sd_watchdog_enabled(3): ``WATCHDOG_USEC`` is the unit's ``WatchdogSec=`` in
+    microseconds, and ``WATCHDOG_PID``, when set, names the process it is meant for (not a
+    child that inherited it). Pinging at half the interval, as that page advises, leaves a
+    whole half for a slow wake-up."""
+    env = os.environ if env is None else env
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    if usec <= 0:
+        return None
+    wanted = env.get("WATCHDOG_PID", "")
+    if wanted and wanted != str(os.getpid() if pid is None else pid):
+        return None
+    return usec / 2e6
 
 
 def notify(message: str) -> bool:
