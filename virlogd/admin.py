@@ -19,9 +19,11 @@ Protocol (one connection may carry several exchanges; ``virlogd-admin`` sends on
   ``daemon-log-level``       no args: the default priority 1-4; one arg: set it, ``null``
   ``dump``                   the ring buffer to the outputs (as SIGUSR2); RESULT the
                              number of records dumped
-  ``stats``                  an object: ``received``, ``dropped`` {reason: n},
-                             ``outputs`` [{output, written, failed, dropped, last_error}],
-                             ``clients``, ``buffer`` {used, size, skipped}, ...
+  ``stats``                  an object: ``received`` (the clients' records), ``own``
+                             (the daemon's), ``dropped`` {reason: n}, ``outputs``
+                             [{output, written, failed, dropped, last_error}] (the
+                             error only while failing), ``clients``, ``buffer``
+                             {used, size, skipped}, ...
   =========================  =========================================================
 
 - A set is all-or-nothing: a refused string answers ``ok: false`` with libvirt's wording
@@ -53,6 +55,22 @@ MAX_REQUEST = 64 * 1024
 _PEERCRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
 
 COMMANDS = ("daemon-log-filters", "daemon-log-outputs", "daemon-log-level", "dump", "stats")
+
+# What the *client* socket answers a connection that opens with ``{`` (a JSON request, never a
+# client's greeting): ``virlogd-admin -S`` given the client socket by mistake. An admin answer
+# it can show (``"socket": "client"`` tells it which socket it reached), not a malformed frame.
+WRONG_SOCKET = {"ok": False, "error": "this is virlogd's client socket, not its admin socket",
+                "socket": "client"}
+
+
+def is_admin_request(first: bytes) -> bool:
+    """Whether *first*, the first bytes read on a client connection, open an admin request."""
+    return first[:1] == b"{"
+
+
+def answer_wrong_socket(conn: socket.socket) -> None:
+    """Send WRONG_SOCKET on *conn* (non-blocking: a peer that does not read gets nothing)."""
+    AdminServer._send(conn, WRONG_SOCKET)
 
 
 def bind_admin_socket(path: str) -> socket.socket:

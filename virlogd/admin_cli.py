@@ -91,6 +91,11 @@ def request(path: str, cmd: str, args: List[str]) -> Any:
         raise AdminError(f"unexpected answer from virlogd at {path}: "
                          f"{line[:200].decode('utf-8', 'replace')!r}") from None
     if not ok:
+        if answer.get("socket") == "client":    # the client socket's answer (admin.py)
+            raise AdminError(f"{path} is virlogd's client socket, where programs send their "
+                             f"records, not its admin socket: give -S the admin socket "
+                             f"(virlogd's --admin-socket; default "
+                             f"{defaults.admin_socket_path()})")
         raise AdminError(str(answer.get("error") or "the daemon refused the request"))
     return answer.get("result")
 
@@ -130,6 +135,8 @@ def _read_line(sock: socket.socket, path: str) -> bytes:
 def format_stats(stats: Dict[str, Any]) -> str:
     """A readable table of a ``stats`` answer."""
     rows = [("Records received", str(stats.get("received", 0)))]
+    if "own" in stats:          # the daemon's own records (its start, changes, reports)
+        rows.append(("Daemon's own records", str(stats["own"])))
     dropped = stats.get("dropped") or {}
     rows.append(("Records dropped", str(sum(dropped.values()))))
     rows += [(f"  {reason}", str(count)) for reason, count in sorted(dropped.items())]

@@ -284,7 +284,7 @@ class Daemon:
     def set_filters(self, text: str, who: str) -> None:
         specs, error = parse_filters(text)
         if error is not None:
-            raise ConfigError(error.message)
+            raise ConfigError(error.in_string())
         old = self.get_filters()
         self.filters = specs
         self.router.apply(RouterState(FilterSet(specs, self.level), self.router.state.outputs))
@@ -294,12 +294,16 @@ class Daemon:
     def set_outputs(self, text: str, who: str) -> None:
         specs, error = parse_outputs(text)
         if error is not None:
-            raise ConfigError(error.message)
+            raise ConfigError(error.in_string())
+        old = self._outputs_in_effect()
         self._swap_outputs(specs, self.level)
-        old = format_outputs(self.output_specs)
         self.output_specs = specs
-        self.log(3, "virlogd.admin", f"log outputs changed from \"{old}\" to "
-                                     f"\"{format_outputs(specs)}\" by {who}")
+        self.log(3, "virlogd.admin", f"log outputs changed from {old} to "
+                                     f"{self._outputs_in_effect()} by {who}")
+
+    def _outputs_in_effect(self) -> str:
+        """For the audit line: what records go to, the default output named as such."""
+        return f'"{self.get_outputs()}"' + ("" if self.output_specs else " (the default)")
 
     def set_level(self, text: str, who: str) -> None:
         try:
@@ -334,6 +338,15 @@ class Daemon:
 
     def stats(self) -> dict:
         stats = self.router.stats()
+        # the router counts every record it routed; "received" is the clients' (client socket
+        # and syslog input), "own" the daemon's own (its start, admin changes, reports)
+        received = (self.client_server.records if self.client_server is not None else 0) + \
+            (self.syslog_input.received if self.syslog_input is not None else 0)
+        stats["own"] = stats["received"] - received
+        stats["received"] = received
+        for out, shown in zip(self.router.state.outputs, stats["outputs"]):
+            if not out.failing:         # it works (again): no error now; "failed" counts them
+                shown["last_error"] = None
         if self.client_server is not None:
             server = self.client_server.stats()
             stats["clients"] = server.get("clients", 0)

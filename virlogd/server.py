@@ -45,6 +45,7 @@ import time
 from typing import Deque, Dict, Optional
 
 from . import limits
+from .admin import answer_wrong_socket, is_admin_request
 from .errors import ProtocolError
 from .record import Record
 from .wire import FrameDecoder, encode_ack
@@ -318,6 +319,10 @@ class ClientServer:
             records = conn.decoder.feed(self._view[:size])
         except ProtocolError as err:
             self._route_all(conn, err.records)
+            if not conn.decoder.version and is_admin_request(self._buf[:1]):
+                answer_wrong_socket(conn.sock)      # virlogd-admin -S here: its mistake, told
+                self._close(conn, eof=False)
+                return size
             self._malformed(conn, str(err))
             return size
         self._route_all(conn, records)

@@ -149,33 +149,101 @@ class Settings:
 
 
 # -- the config file --------------------------------------------------------------------
+_KEY = r"([A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')"
+_KEY_LINE = re.compile(r"\s*" + _KEY + r"\s*[=.]")          # key = ..., or dotted.key = ...
+_TABLE_LINE = re.compile(r"\s*\[\[?\s*" + _KEY)              # [table] or [[array]]
+
+
 def _key_lines(text: str) -> Dict[str, int]:
-    """Line of each top-level ``key =`` (tomllib keeps no positions; libvirtd.conf keys
-    are plain names at the start of a line, which is what we look for)."""
+    """Line of each top-level ``key =`` and of each table's ``[header]`` (tomllib keeps no
+    positions; libvirtd.conf keys are plain names at the start of a line, which is what we
+    look for)."""
     lines: Dict[str, int] = {}
+    in_table = False
     for number, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("["):
-            break                                 # tables: their keys are not top level
-        found = re.match(r"\s*([A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')\s*=", line)
+        found = _TABLE_LINE.match(line)
+        if found:
+            in_table = True                       # its keys are not top level
+        elif not in_table:
+            found = _KEY_LINE.match(line)
         if found:
             lines.setdefault(found.group(1).strip("\"'"), number)
     return lines
 
 
+class TomlError(ValueError):
+    """The config is not TOML: ``str()`` says why, ``line`` where when we could tell."""
+
+    def __init__(self, message: str, line: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 def read_config(path: str) -> Tuple[Dict[str, Any], Dict[str, int]]:
-    """Parse *path*; raise OSError if unreadable, ValueError (parser text) if not TOML."""
+    """Parse *path*; raise OSError if unreadable, TomlError if not TOML."""
     with open(path, "rb") as handle:
         data = handle.read()
     text = data.decode("utf-8", "replace")
     try:
         table = _toml.loads(text)
     except _toml.TOMLDecodeError as err:
-        raise ValueError(str(err)) from None
+        raise _explained(str(err), text.splitlines()) from None
     return table, _key_lines(text)
 
 
+def _explained(message: str, lines: List[str]) -> TomlError:
+    """The parser's *message*, or for the mistakes people make, a sentence that says what to
+    write: a number with a leading zero (``socket_perms = 0666``), a key set twice."""
+    at = re.search(r"\(at line (\d+), column \d+\)$", message)
+    number = int(at.group(1)) if at else 0
+    if not 0 < number <= len(lines):
+        return TomlError(message)
+    line = lines[number - 1]
+    zero = re.fullmatch(r"\s*([A-Za-z0-9_\-]+)\s*=\s*(0[0-9]+)\s*(#.*)?", line)
+    if zero:
+        name, value = zero.group(1), zero.group(2)
+        if KEYS.get(name) is not None and KEYS[name].check is _perms:
+            advice = f'write {name} = "{value}" (a mode is a string, in quotes)'
+        else:
+            advice = f"write {name} = {int(value)}"
+        return TomlError(f"{name} = {value}: a TOML number cannot start with 0; {advice}",
+                         number)
+    if message.startswith("Cannot overwrite a value"):
+        key = _KEY_LINE.match(line)
+        name = key.group(1).strip("\"'") if key else ""
+        first = _first_setting(lines, number, name) if key else None
+        if first is not None:
+            return TomlError(f"{name} is set twice, on lines {first} and {number}; keep one",
+                             number)
+    return TomlError(message)
+
+
+def _first_setting(lines: List[str], number: int, key: str) -> Optional[int]:
+    """The earlier line of the same table that sets *key*, or None."""
+    for earlier in range(number - 1, 0, -1):
+        text = lines[earlier - 1]
+        if _TABLE_LINE.match(text):
+            return None
+        found = _KEY_LINE.match(text)
+        if found and found.group(1).strip("\"'") == key:
+            return earlier
+    return None
+
+
 def nearest_key(name: str) -> str:
+    name = name.lower()                            # LOG_LEVEL is log_level, not max_size
     return max(KEYS, key=lambda known: difflib.SequenceMatcher(None, name, known).ratio())
+
+
+def _unknown(name: str, value: Any) -> str:
+    """Why the config's top-level *name* is not a setting, and what was probably meant."""
+    if isinstance(value, dict):                    # [logging] or logging.x = ...
+        ours = [key for key in value if key in KEYS]
+        move = f": move {', '.join(ours)} above the first [table] line" if ours else ""
+        return f"[{name}] is a table, but virlogd's keys are all top-level{move}"
+    if name.lower() in KEYS:
+        return f"unknown key '{name}' (keys are lower-case: did you mean '{name.lower()}'?)"
+    return f"unknown key '{name}' (did you mean '{nearest_key(name)}'?)"
 
 
 # -- merging ----------------------------------------------------------------------------
@@ -245,8 +313,9 @@ def _apply_file(settings: Settings, path: str, explicit: bool,
     except OSError as err:
         settings.fatal = f"cannot read config file {path}: {err.strerror or err}"
         return
-    except ValueError as err:
-        settings.fatal = f"{path}: not valid TOML: {err}"
+    except TomlError as err:
+        where = path if err.line is None else f"{path}:{err.line}"
+        settings.fatal = f"{where}: not valid TOML: {err}"
         return
     settings.config_file = path
     base = os.path.dirname(os.path.abspath(path))
@@ -254,8 +323,7 @@ def _apply_file(settings: Settings, path: str, explicit: bool,
         where = f"{path}:{lines[name]}" if name in lines else path
         key = KEYS.get(name)
         if key is None:
-            settings.problems.append(f"{where}: unknown key '{name}' "
-                                     f"(did you mean '{nearest_key(name)}'?); ignored")
+            settings.problems.append(f"{where}: {_unknown(name, value)}; ignored")
             continue
         try:
             checked = key.check(value)

@@ -5,7 +5,9 @@
 Each parser returns the specs it accepted *and* the first error, instead of raising: at
 start-up libvirt applies the entries before a bad token (the seed says so), while a runtime
 change through ``virlogd-admin`` must be all-or-nothing. The caller picks the policy; the
-grammar lives here once. Messages follow libvirt's wording and always quote the token.
+grammar lives here once. Messages follow libvirt's wording and always quote the token (where
+libvirt's "Invalid match string" names only the match, ours names the token too);
+``SpecError.in_string()`` adds the whole string.
 """
 from __future__ import annotations
 
@@ -27,6 +29,13 @@ class SpecError(ValueError):
         self.message = message
         self.token = token
         self.text = text
+
+    def in_string(self) -> str:
+        """The message, and the whole string too when it holds more than the bad token: what
+        a refusal shows someone who typed the string (``virlogd-admin``)."""
+        if self.text.strip(" ") == self.token:
+            return self.message
+        return f'{self.message} in "{self.text}"'
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,7 @@ def parse_filter(token: str, text: Optional[str] = None) -> FilterSpec:
     if match.startswith("+"):
         match, stack = match[1:], True
     if not match:
-        raise SpecError(f"Invalid match string '{parts[1]}'", token, text)
+        raise SpecError(f"Invalid match string '{parts[1]}' for filter '{token}'", token, text)
     return FilterSpec(priority, match, stack)
 
 

@@ -1,9 +1,12 @@
 """``virlog``: send records to virlogd from a shell, like ``logger``.
 
-    virlog [-p PRIORITY] [-s SOURCE] [-S SOCKET] [--field NAME=VALUE]... [MESSAGE...]
+    virlog [-p PRIORITY] [-t TAG] [-s SOURCE] [-S SOCKET] [--field NAME=VALUE]... [MESSAGE...]
 
 With MESSAGE, one record (the words joined by spaces); without, each line of standard input
-is one record, sent as it arrives (so ``tail -f x | virlog`` works). Unlike the library,
+is one record, sent as it arrives (so ``tail -f x | virlog`` works). ``logger``'s habits work
+(DESIGN §7): ``-t TAG``, ``-p`` with syslog's level names in any case and ``facility.level``
+(the facility travels as the field ``priority.FACILITY_FIELD``). A line longer than one record
+holds (the 4 MiB frame limit) is sent as several records, with a warning, never fatal. Unlike the library,
 ``virlog`` does not hold records for a daemon that is away: it connects first and fails at
 once if it cannot (exit 1). It also confirms delivery: once everything is sent it shuts down
 its side and waits for the daemon's end of file, which the daemon sends only after it has
@@ -18,11 +21,11 @@ import os
 import socket
 import sys
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import __version__, defaults, fieldnames, wire
 from .client import read_answers
-from .priority import parse_priority
+from .priority import FACILITY_FIELD, parse_logger_priority
 from .replay import Replay
 
 PROG = "virlog"
@@ -34,9 +37,9 @@ class Failure(Exception):
     """Something the user must be told; ``str()`` is the sentence (exit 1)."""
 
 
-def _priority(text: str) -> int:
+def _priority(text: str) -> tuple:
     try:
-        return parse_priority(text)
+        return parse_logger_priority(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -51,10 +54,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Send log records to virlogd, like logger(1).",
         epilog="With no MESSAGE, each line of standard input is one record.")
-    p.add_argument("-p", "--priority", type=_priority, default=2, metavar="PRIORITY",
-                   help="1-4 or debug, info, warning, error (default: info)")
-    p.add_argument("-s", "--source", type=_source, default="virlog", metavar="SOURCE",
-                   help="the source name filters match (default: virlog)")
+    p.add_argument("-p", "--priority", type=_priority, default=(2, None), metavar="PRIORITY",
+                   help="1-4, or a level as logger(1) takes it, alone or as FACILITY.LEVEL "
+                        "(daemon.warning, local3.err); levels of any case: emerg, alert, crit, "
+                        "err(or) -> error; warn(ing) -> warning; notice, info -> info; debug "
+                        "(default: info); the facility goes to syslog, remote and journald "
+                        "outputs")
+    p.add_argument("-s", "--source", type=_source, default=None, metavar="SOURCE",
+                   help="the source name filters match (default: the TAG, else virlog)")
+    p.add_argument("-t", "--tag", type=_source, default=None, metavar="TAG",
+                   help="as in logger(1): the program name (journald's SYSLOG_IDENTIFIER, "
+                        "a collector's APP-NAME), and the source unless -s is given")
     p.add_argument("-S", "--socket", metavar="SOCKET", default=None,
                    help="virlogd's client socket (default: %s)" % defaults.socket_path())
     p.add_argument("--field", action="append", default=[], metavar="NAME=VALUE",
@@ -88,34 +98,104 @@ def _connect(path: str) -> socket.socket:
     return sock
 
 
-def _stdin_lines() -> Iterator[List[bytes]]:
-    """Batches of complete lines as they arrive; the last line may lack its newline."""
+def _cut(data, limit: int) -> int:
+    """Where to cut *data* (longer than *limit* bytes) so that the first part fits: at
+    *limit*, or up to 3 bytes before it so as not to split a UTF-8 character."""
+    cut = limit
+    while cut > limit - 3 and cut > 1 and data[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return cut if data[cut] & 0xC0 != 0x80 else limit
+
+
+def _pieces(data: bytes, limit: int, ends: bool) -> List[Tuple[bytes, bool]]:
+    """*data* as ``(piece, ends_line)`` pieces of at most *limit* bytes (see _stdin_lines)."""
+    out = []
+    while len(data) > limit:
+        cut = _cut(data, limit)
+        out.append((data[:cut], False))
+        data = data[cut:]
+    out.append((data, ends))
+    return out
+
+
+def _stdin_lines(limit: int) -> Iterator[List[Tuple[bytes, bool]]]:
+    """Batches of ``(line, True)`` as the lines arrive; the last line may lack its newline.
+    A line longer than *limit* bytes (what one record holds) comes as pieces of at most
+    *limit* bytes, ``(piece, False)`` until its last, sent as they arrive: one endless line
+    (``tail -f`` of a file without newlines) never fills the memory."""
     fd = sys.stdin.fileno()
-    rest = b""
+    rest = bytearray()
     while True:
         chunk = os.read(fd, READ_SIZE)
         if not chunk:
             if rest:
-                yield [rest]
+                yield _pieces(bytes(rest), limit, True)
             return
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        if lines:
-            yield lines
+        if b"\n" not in chunk:
+            rest += chunk
+            if len(rest) <= limit:
+                continue
+            *pieces, last = _pieces(bytes(rest), limit, False)
+            rest = bytearray(last[0])
+            yield pieces
+            continue
+        lines = chunk.split(b"\n")
+        if rest:
+            lines[0] = bytes(rest) + lines[0]
+        rest = bytearray(lines.pop())
+        batch: List[Tuple[bytes, bool]] = []
+        for line in lines:
+            if len(line) > limit:
+                batch += _pieces(line, limit, True)
+            else:
+                batch.append((line, True))
+        if len(rest) > limit:
+            *pieces, last = _pieces(bytes(rest), limit, False)
+            rest = bytearray(last[0])
+            batch += pieces
+        yield batch
+
+
+def _split_warning(what: str, size: int, limit: int, count: int) -> None:
+    print(f"{PROG}: warning: {what} ({size} bytes) is longer than one record holds "
+          f"({limit} bytes): sent as {count} records", file=sys.stderr)
 
 
 def _batches(args, fields) -> Iterator[List[bytes]]:
-    def frame(message: str) -> bytes:
+    priority = args.priority[0]
+    source = args.source or args.tag or "virlog"
+
+    def frame(message: bytes) -> bytes:
         try:
-            return wire.encode_parts(args.priority, args.source, message, time=time.time(),
-                                     fields=fields)
+            return wire.encode_parts(priority, source,
+                                     message.decode("utf-8", "surrogateescape"),
+                                     time=time.time(), fields=fields, ident=args.tag)
         except ValueError as err:
             raise Failure(str(err)) from None
+    # the bytes of message one record holds: the frame limit less the rest of the record
+    limit = max(1, wire.MAX_FRAME - (len(frame(b"")) - 4))
     if args.message:
-        yield [frame(" ".join(args.message))]
+        text = " ".join(args.message).encode("utf-8", "surrogateescape")
+        pieces = _pieces(text, limit, True)
+        if len(pieces) > 1:
+            _split_warning("the message", len(text), limit, len(pieces))
+        yield [frame(piece) for piece, _ in pieces]
         return
-    for lines in _stdin_lines():
-        yield [frame(line.decode("utf-8", "surrogateescape")) for line in lines]
+    number, long_size, long_count = 1, 0, 0
+    for lines in _stdin_lines(limit):
+        frames = []
+        for piece, ends in lines:
+            frames.append(frame(piece))
+            if not ends or long_count:
+                long_size += len(piece)
+                long_count += 1
+            if ends:
+                if long_count:
+                    _split_warning(f"line {number} of standard input", long_size, limit,
+                                   long_count)
+                    long_size = long_count = 0
+                number += 1
+        yield frames
 
 
 RECONNECT_FOR = 30.0     # seconds a streaming virlog waits for a restarted daemon
@@ -187,6 +267,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ValueError as err:
             p.error(str(err))
         fields[name] = value
+    facility = args.priority[1]
+    if facility is not None:        # -p FACILITY.LEVEL: for the outputs that speak syslog
+        fields[FACILITY_FIELD] = str(facility)
     path = args.socket or defaults.socket_path()
     try:
         send(path, _batches(args, fields or None))

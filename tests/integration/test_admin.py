@@ -37,6 +37,7 @@ TEST_USER = "virlogd-test"
 
 STATS = {
     "received": 1234,
+    "own": 7,
     "dropped": {"client-overflow": 3, "oversized": 1},
     "outputs": [
         {"output": "1:file:/var/log/x.log", "written": 1200, "failed": 0, "dropped": 0,
@@ -73,14 +74,14 @@ class FakeControl:
     def set_filters(self, text: str, who: str) -> None:
         specs, error = parse_filters(text)
         if error is not None:
-            raise ConfigError(error.message)
+            raise ConfigError(error.in_string())
         self.filters = specs
         self.changes.append(("filters", text, who))
 
     def set_outputs(self, text: str, who: str) -> None:
         specs, error = parse_outputs(text)
         if error is not None:
-            raise ConfigError(error.message)
+            raise ConfigError(error.in_string())
         self.outputs = specs
         self.changes.append(("outputs", text, who))
 
@@ -194,7 +195,8 @@ class TestFilters:
         """A bad token refuses the whole string: exit 1, the reason, the old filters kept."""
         rc, out, err, _ = admin(served.path, "daemon-log-filters", "1:good 9:foo")
         assert (rc, out) == (1, "")
-        assert err == "virlogd-admin: error: Invalid priority '9' for filter '9:foo'\n"
+        assert err == ("virlogd-admin: error: Invalid priority '9' for filter '9:foo' in "
+                       "\"1:good 9:foo\"\n")
         assert served.control.get_filters() == "3:remote 4:event"
         assert served.control.changes == []
 
@@ -222,7 +224,7 @@ class TestOutputs:
         rc, out, err, _ = admin(served.path, "daemon-log-outputs", "1:stderr 1:nowhere")
         assert (rc, out) == (1, "")
         assert err == ("virlogd-admin: error: Invalid destination 'nowhere' for output "
-                       "'1:nowhere'\n")
+                       "'1:nowhere' in \"1:stderr 1:nowhere\"\n")
         assert served.control.get_outputs() == "1:file:/var/log/x.log"
 
     def test_an_empty_string_restores_the_default_output(self, served):
@@ -265,12 +267,13 @@ def test_stats_prints_a_readable_table(served):
     rc, out, err, _ = admin(served.path, "stats")
     assert (rc, err) == (0, "")
     assert out == (
-        " Records received:  1234\n"
-        " Records dropped:   4\n"
-        "   client-overflow: 3\n"
-        "   oversized:       1\n"
-        " Clients connected: 2\n"
-        " Buffer:            16384 of 65536 bytes used (25.0%)\n"
+        " Records received:     1234\n"
+        " Daemon's own records: 7\n"
+        " Records dropped:      4\n"
+        "   client-overflow:    3\n"
+        "   oversized:          1\n"
+        " Clients connected:    2\n"
+        " Buffer:               16384 of 65536 bytes used (25.0%)\n"
         "\n"
         " Output                        Written  Failed  Dropped  Last error\n"
         " 1:file:/var/log/x.log            1200       0        0  -\n"

@@ -110,3 +110,30 @@ def test_version_and_help(tmp_path):
                  "--log-filters", "--log-outputs", "--log-buffer-size", "--socket",
                  "--admin-socket", "--check-config", "--version"):
         assert flag in helptext
+
+
+@pytest.mark.parametrize("conf,status,message", [
+    # the name matched without regard to case (it once suggested max_size)
+    ("LOG_LEVEL = 2\n", 1,
+     "virlogd: warning: {conf}:1: unknown key 'LOG_LEVEL' (keys are lower-case: did you mean "
+     "'log_level'?); ignored"),
+    # a table: virlogd's keys are top-level (it once suggested log_filters)
+    ('[logging]\nlog_filters = "1:qemu"\n', 1,
+     "virlogd: warning: {conf}:1: [logging] is a table, but virlogd's keys are all "
+     "top-level: move log_filters above the first [table] line; ignored"),
+    # an unquoted mode: what to write (it once was the parser's bare "Expected newline")
+    ("socket_perms = 0666\n", 1,
+     'virlogd: error: {conf}:1: not valid TOML: socket_perms = 0666: a TOML number cannot '
+     'start with 0; write socket_perms = "0666" (a mode is a string, in quotes)'),
+    # a key set twice: which and where (it once said only "Cannot overwrite a value")
+    ('log_level = 3\nlog_outputs = "1:stderr"\nlog_level = 1\n', 1,
+     "virlogd: error: {conf}:3: not valid TOML: log_level is set twice, on lines 1 and 3; "
+     "keep one"),
+])
+def test_common_config_mistakes_get_an_answer_that_says_what_to_write(tmp_path, conf, status,
+                                                                      message):
+    """virlogd -t -f FILE, for the mistakes a newcomer makes: one line naming the file, the
+    line and the fix."""
+    result = run(tmp_path, "-t", conf=conf)
+    path = tmp_path / "virlogd.conf"
+    assert (result.returncode, result.stderr) == (status, message.format(conf=path) + "\n")

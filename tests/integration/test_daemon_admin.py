@@ -24,7 +24,8 @@ def test_filters_get_set_and_refusal_change_the_running_daemon_at_once(tmp_path)
         assert "log filters changed from \"3:remote\" to \"1:qemu 4:remote\" by uid " in text
         refused = d.admin("daemon-log-filters", "1:qemu 9:oops")
         assert (refused.returncode, refused.stderr) == (
-            1, "virlogd-admin: error: Invalid priority '9' for filter '9:oops'\n")
+            1, "virlogd-admin: error: Invalid priority '9' for filter '9:oops' in "
+               "\"1:qemu 9:oops\"\n")
         assert d.admin("daemon-log-filters").stdout == " Logging filters: 1:qemu 4:remote\n"
         assert d.admin("daemon-log-filters", "").returncode == 0
         assert d.admin("daemon-log-filters").stdout == " Logging filters: \n"
@@ -43,7 +44,8 @@ def test_outputs_get_set_and_refusal(tmp_path):
         read_until(second, "to the second file")
         refused = d.admin("daemon-log-outputs", f"1:file:{first} 2:nowhere")
         assert (refused.returncode, refused.stderr) == (
-            1, "virlogd-admin: error: Invalid destination 'nowhere' for output '2:nowhere'\n")
+            1, f"virlogd-admin: error: Invalid destination 'nowhere' for output '2:nowhere' in "
+               f"\"1:file:{first} 2:nowhere\"\n")
         unopenable = d.admin("daemon-log-outputs", "1:file:/proc/no/such/dir/x.log")
         assert unopenable.returncode == 1
         assert unopenable.stderr.startswith(

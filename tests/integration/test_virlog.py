@@ -1,5 +1,6 @@
 """``virlog``, the shell client: flags, stdin mode, confirmed delivery, clear failures."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -7,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from daemonproc import Daemon, read_until
 from serve import InProcessServer
+from virlogd import virlog_cli, wire
 
 VIRLOG = str(Path(sys.executable).parent / "virlog")
-USAGE = ("usage: virlog [-h] [-p PRIORITY] [-s SOURCE] [-S SOCKET] [--field NAME=VALUE]\n"
-         "              [-V]\n"
-         "              [MESSAGE ...]\n")
+USAGE = virlog_cli.parser().format_usage()     # the command's own: its flags change
 
 
 @pytest.fixture
@@ -61,12 +62,84 @@ def test_priority_takes_numbers_and_names(server, given, level):
     assert server.records("virlog")[0].priority == level
 
 
-def test_an_unknown_priority_is_a_usage_error(server):
-    """-p warn (not a libvirt name) is refused with the accepted values, exit 2."""
-    code, _, err, _ = virlog("-p", "warn", "m", socket=server.path)
-    assert code == 2
-    assert err == USAGE + ("virlog: error: argument -p/--priority: invalid priority 'warn' "
-                           "(expected 1-4 or debug, info, warning, error)\n")
+# logger(1)'s names, mapped as libvirt maps syslog's severities
+LOGGER_NAMES = [("emerg", 4), ("alert", 4), ("crit", 4), ("err", 4), ("ERR", 4),
+                ("Error", 4), ("warning", 3), ("warn", 3), ("WARNING", 3), ("notice", 2),
+                ("Notice", 2), ("info", 2), ("INFO", 2), ("debug", 1), ("DEBUG", 1)]
+
+
+@pytest.mark.parametrize("given,level", LOGGER_NAMES)
+def test_priority_takes_loggers_level_names_in_any_case(server, given, level):
+    """-p err, crit, notice, emerg, warn, upper case: what logger takes; no facility field."""
+    code, _, err, _ = virlog("-p", given, "m", socket=server.path)
+    assert (code, err) == (0, "")
+    record, = server.records("virlog")
+    assert (record.priority, record.fields) == (level, {})
+
+
+@pytest.mark.parametrize("given,level,facility", [
+    ("daemon.warning", 3, "3"), ("user.notice", 2, "1"), ("kern.crit", 4, "0"),
+    ("LOCAL3.ERR", 4, "19"), ("local7.debug", 1, "23"), ("authpriv.info", 2, "10"),
+    ("Mail.Emerg", 4, "2"), ("cron.warn", 3, "9")])
+def test_priority_takes_facility_dot_level_and_sends_the_facility(server, given, level,
+                                                                   facility):
+    """-p daemon.warning: the level as above, the facility's number in SYSLOG_INPUT_FACILITY
+    (the field the syslog, remote and journald outputs use; tests/real checks them)."""
+    code, _, err, _ = virlog("-p", given, "--field", "MESSAGE_ID=x", "m", socket=server.path)
+    assert (code, err) == (0, "")
+    record, = server.records("virlog")
+    assert (record.priority, record.fields) == (
+        level, {"MESSAGE_ID": "x", "SYSLOG_INPUT_FACILITY": facility})
+
+
+@pytest.mark.parametrize("given,message", [
+    ("loud", "invalid priority 'loud' (expected 1-4, LEVEL or FACILITY.LEVEL; LEVEL: debug, "
+             "info, notice, warning, warn, err, error, crit, alert, emerg, panic)"),
+    ("deamon.err", "invalid facility 'deamon' in 'deamon.err' (FACILITY: kern, user, mail, "
+                   "daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, "
+                   "local0-local7)"),
+    ("daemon.warnign", "invalid level 'warnign' in 'daemon.warnign' (LEVEL: debug, info, "
+                       "notice, warning, warn, err, error, crit, alert, emerg, panic)"),
+])
+def test_an_unknown_priority_is_a_usage_error_naming_the_wrong_part(server, given, message):
+    """A priority logger would refuse: the part that is wrong and what is accepted, exit 2,
+    nothing sent."""
+    code, _, err, _ = virlog("-p", given, "m", socket=server.path)
+    assert (code, err) == (2, USAGE + f"virlog: error: argument -p/--priority: {message}\n")
+    assert server.records() == []
+
+
+def test_tag_is_the_source_and_the_program_name_as_in_logger(server):
+    """-t TAG: the source filters match and the ident (SYSLOG_IDENTIFIER), as logger's tag;
+    -s beside it keeps its source."""
+    assert virlog("-t", "myapp", "tagged", socket=server.path)[0] == 0
+    assert virlog("--tag", "myapp", "-s", "myapp.db", "both", socket=server.path)[0] == 0
+    assert virlog("-s", "only.source", "untagged", socket=server.path)[0] == 0
+    got = [(r.source, r.ident, r.message) for r in server.records()]
+    assert got == [("myapp", "myapp", "tagged"), ("myapp.db", "myapp", "both"),
+                   ("only.source", None, "untagged")]
+
+
+def test_logger_habits_reach_a_real_daemons_file_output(tmp_path):
+    """The real virlog to the real daemon: -t, -p daemon.warning and -p CRIT give lines at
+    warning and error (the facility has no place in a text line: the syslog, remote and
+    journald outputs carry it, and journald shows the tag: see tests/real). The tag is the
+    source, which a relayed record's line names (DESIGN §7, "Text lines name their
+    source"), after the level."""
+    log = tmp_path / "out.log"
+    d = Daemon(tmp_path, outputs=f"1:file:{log}")
+    try:
+        assert d.virlog("-t", "myapp", "-p", "daemon.warning", "disk almost full"
+                        ).returncode == 0
+        assert d.virlog("-t", "myapp", "-p", "CRIT", "disk full").returncode == 0
+        refused = d.virlog("-p", "err.daemon", "backwards")
+        assert refused.returncode == 2
+        lines = [line for line in read_until(log, "disk full").splitlines()
+                 if "disk" in line]
+        assert [line.split(": ", 2)[2].replace(" : myapp : ", " : ") for line in lines] == [
+            "warning : disk almost full", "error : disk full"]
+    finally:
+        assert d.stop() == 0
 
 
 def test_fields_are_attached_to_the_record(server):
@@ -169,3 +242,56 @@ def test_a_daemon_that_refuses_the_connection_is_not_reported_as_delivery(tmp_pa
         assert code == 1
         assert err.startswith(f"virlog: error: lost connection to virlogd at {server.path}: ")
         assert server.records("virlog") == []
+
+
+def _long_line_limit(source: str) -> int:
+    """The message bytes one record holds for virlog's record of *source* (no fields)."""
+    return wire.MAX_FRAME - (len(wire.encode_parts(2, source, "", time=0.0)) - 4)
+
+
+def test_a_line_over_the_frame_limit_is_split_with_a_warning_and_the_next_lines_arrive(
+        tmp_path):
+    """tail -f | virlog must survive a 5 MiB line: it is sent as two records (nothing of it
+    lost), a warning says so, and every later line arrives, in order (it once exited 1 and
+    dropped the rest)."""
+    log = tmp_path / "out.log"
+    d = Daemon(tmp_path, outputs=f"1:file:{log}")
+    limit = _long_line_limit("big")
+    long_line = "".join(f"{i:09d}," for i in range(5 * 1024 * 1024 // 10 + 1))[:5 * 1024 * 1024]
+    text = "before\n" + long_line + "\n" + "".join(f"after {i}\n" for i in range(100))
+    try:
+        run = d.virlog("-p", "error", "-s", "big", input=text)
+        assert (run.returncode, run.stdout) == (0, "")
+        assert run.stderr == (f"virlog: warning: line 2 of standard input (5242880 bytes) is "
+                              f"longer than one record holds ({limit} bytes): sent as 2 "
+                              f"records\n")
+        # the text after the level, and after the source where the line names it (DESIGN §7)
+        messages = [re.sub(r"^big : ", "", line.split(": error : ", 1)[1]) for line in
+                    read_until(log, "after 99\n").splitlines() if ": error : " in line]
+    finally:
+        assert d.stop() == 0
+    assert messages[0] == "before"
+    assert [len(m) for m in messages[1:3]] == [limit, 5 * 1024 * 1024 - limit]
+    assert messages[1] + messages[2] == long_line
+    assert messages[3:] == [f"after {i}" for i in range(100)]
+
+
+def test_a_long_line_is_cut_between_characters_and_an_endless_one_streams(server):
+    """The cut never splits a UTF-8 character; a line that never ends (no newline before
+    EOF, 9 MiB) goes out in pieces as it arrives, each a whole record."""
+    limit = _long_line_limit("virlog")
+    wide = "a" + "é" * (limit // 2 + 10)           # characters end at odd offsets
+    first = limit if limit % 2 else limit - 1       # an even limit falls inside an 'é'
+    endless = "x" * (9 * 1024 * 1024)
+    code, _, err, _ = virlog(socket=server.path,
+                             input=(wide + "\nshort\n" + endless).encode())
+    assert code == 0
+    assert err.splitlines() == [
+        f"virlog: warning: line 1 of standard input ({len(wide.encode())} bytes) is longer "
+        f"than one record holds ({limit} bytes): sent as 2 records",
+        f"virlog: warning: line 3 of standard input ({len(endless)} bytes) is longer than one "
+        f"record holds ({limit} bytes): sent as 3 records"]
+    messages = [r.message for r in server.records("virlog")]
+    assert [len(m.encode()) for m in messages[:2]] == [first, len(wide.encode()) - first]
+    assert messages[0] + messages[1] == wide and messages[2] == "short"
+    assert "".join(messages[3:]) == endless and len(messages) == 6

@@ -2,7 +2,8 @@
 import pytest
 
 from virlogd.filters import FilterSet
-from virlogd.priority import parse_priority
+from virlogd.priority import facility_of, parse_logger_priority, parse_priority
+from virlogd.record import Record
 from virlogd.specs import FilterSpec, OutputSpec, parse_filters, parse_outputs
 
 # -- libvirt's own cases (tests/virlogtest.c) ------------------------------------------
@@ -16,9 +17,10 @@ LIBVIRT_INVALID = [
      "Output '1:stderr:foobar' does not meet the format requirements for destination "
      "type 'stderr'"),
     ("filters", "5:foo", "Invalid priority '5' for filter '5:foo'"),
-    ("filters", "1:", "Invalid match string ''"),
+    # libvirt names only the match here ("Invalid match string ''"): we name the token too
+    ("filters", "1:", "Invalid match string '' for filter '1:'"),
     ("filters", ":foo", "Invalid priority '' for filter ':foo'"),
-    ("filters", "1:+", "Invalid match string '+'"),
+    ("filters", "1:+", "Invalid match string '+' for filter '1:+'"),
 ]
 
 
@@ -117,6 +119,75 @@ def test_bad_priorities_are_refused_with_the_expected_list(text):
         parse_priority(text)
     assert str(err.value) == (f"invalid priority '{text}' (expected 1-4 or debug, info, "
                               f"warning, error)")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("1:a 1:", "Invalid match string '' for filter '1:' in \"1:a 1:\""),
+    ("3:remote  1:+", "Invalid match string '+' for filter '1:+' in \"3:remote  1:+\""),
+    ("1:", "Invalid match string '' for filter '1:'"),
+    (" 9:x ", "Invalid priority '9' for filter '9:x'"),
+])
+def test_a_refusal_names_the_whole_string_when_it_holds_more_than_the_bad_token(text,
+                                                                                 expected):
+    """What virlogd-admin shows: the token, and the string the user typed around it."""
+    assert parse_filters(text)[1].in_string() == expected
+
+
+LOGGER_PRIORITIES = [
+    # libvirt's numbers and names, and syslog's names in any case (libvirt's map)
+    ("1", (1, None)), ("4", (4, None)), ("debug", (1, None)), ("error", (4, None)),
+    ("emerg", (4, None)), ("panic", (4, None)), ("alert", (4, None)), ("crit", (4, None)),
+    ("err", (4, None)), ("ERR", (4, None)), ("warning", (3, None)), ("warn", (3, None)),
+    ("Warning", (3, None)), ("notice", (2, None)), ("NOTICE", (2, None)), ("info", (2, None)),
+    ("DEBUG", (1, None)),
+    # facility.level, any case; the facility as its number
+    ("daemon.warning", (3, 3)), ("kern.emerg", (4, 0)), ("user.notice", (2, 1)),
+    ("mail.info", (2, 2)), ("auth.crit", (4, 4)), ("syslog.debug", (1, 5)), ("lpr.err", (4, 6)),
+    ("news.info", (2, 7)), ("uucp.info", (2, 8)), ("cron.warn", (3, 9)),
+    ("authpriv.alert", (4, 10)), ("ftp.info", (2, 11)), ("local0.info", (2, 16)),
+    ("LOCAL7.ERR", (4, 23)), ("Daemon.Notice", (2, 3)),
+]
+
+
+@pytest.mark.parametrize("text,expected", LOGGER_PRIORITIES)
+def test_virlog_takes_loggers_priorities(text, expected):
+    """virlog -p: what logger -p takes, mapped the way libvirt maps syslog's severities."""
+    assert parse_logger_priority(text) == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("loud", "invalid priority 'loud' (expected 1-4, LEVEL or FACILITY.LEVEL; LEVEL: debug, "
+             "info, notice, warning, warn, err, error, crit, alert, emerg, panic)"),
+    ("5", "invalid priority '5' (expected 1-4, LEVEL or FACILITY.LEVEL; LEVEL: debug, info, "
+          "notice, warning, warn, err, error, crit, alert, emerg, panic)"),
+    ("daemon", "invalid priority 'daemon' (expected 1-4, LEVEL or FACILITY.LEVEL; LEVEL: "
+               "debug, info, notice, warning, warn, err, error, crit, alert, emerg, panic)"),
+    ("Deamon.err", "invalid facility 'Deamon' in 'Deamon.err' (FACILITY: kern, user, mail, "
+                   "daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, "
+                   "local0-local7)"),
+    ("local8.err", "invalid facility 'local8' in 'local8.err' (FACILITY: kern, user, mail, "
+                   "daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, "
+                   "local0-local7)"),
+    ("daemon.loud", "invalid level 'loud' in 'daemon.loud' (LEVEL: debug, info, notice, "
+                    "warning, warn, err, error, crit, alert, emerg, panic)"),
+])
+def test_a_bad_logger_priority_names_the_part_that_is_wrong(text, message):
+    with pytest.raises(ValueError) as err:
+        parse_logger_priority(text)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("fields,facility", [
+    ({}, 3), ({"SYSLOG_INPUT_FACILITY": "19"}, 19), ({"SYSLOG_INPUT_FACILITY": "0"}, 0),
+    ({"SYSLOG_INPUT_FACILITY": "23"}, 23), ({"SYSLOG_INPUT_FACILITY": "24"}, 3),
+    ({"SYSLOG_INPUT_FACILITY": "-1"}, 3), ({"SYSLOG_INPUT_FACILITY": "x"}, 3),
+    ({"SYSLOG_INPUT_FACILITY": "１９"}, 3), ({"SYSLOG_INPUT_FACILITY": b"19"}, 3),
+    ({"SYSLOG_INPUT_FACILITY": "019"}, 3),
+])
+def test_an_output_uses_the_records_facility_when_it_is_one(fields, facility):
+    """Daemon (3) unless the record carries a facility number 0-23 (anything else from a
+    client is ignored, never an error)."""
+    assert facility_of(Record(2, "s", "m", fields=fields)) == facility
 
 
 MATCHES = [

@@ -117,6 +117,21 @@ BAD_CONFIG = [
     ('log_filter = "1:x"', "C:1: unknown key 'log_filter' (did you mean 'log_filters'?); "
                            "ignored"),
     ("max_sise = 10", "C:1: unknown key 'max_sise' (did you mean 'max_size'?); ignored"),
+    # names are matched without regard to case (LOG_LEVEL once suggested max_size)
+    ("LOG_LEVEL = 3", "C:1: unknown key 'LOG_LEVEL' (keys are lower-case: did you mean "
+                      "'log_level'?); ignored"),
+    ('Log_Filters = "1:x"', "C:1: unknown key 'Log_Filters' (keys are lower-case: did you "
+                            "mean 'log_filters'?); ignored"),
+    ("MAX_SISE = 10", "C:1: unknown key 'MAX_SISE' (did you mean 'max_size'?); ignored"),
+    # a table (libvirtd.conf habits in an INI mood): the keys are top-level
+    ('[logging]\nlog_filters = "1:x"\nlog_level = 1',
+     "C:1: [logging] is a table, but virlogd's keys are all top-level: move log_filters, "
+     "log_level above the first [table] line; ignored"),
+    ("[extra]\nmine = 1", "C:1: [extra] is a table, but virlogd's keys are all top-level; "
+                          "ignored"),
+    ('logging.log_outputs = "1:stderr"',
+     "C:1: [logging] is a table, but virlogd's keys are all top-level: move log_outputs "
+     "above the first [table] line; ignored"),
     ('log_filters = "1:a 5:b 2:c"',
      "C:1: Invalid priority '5' for filter '5:b' in log_filters \"1:a 5:b 2:c\"; the entries "
      "before it apply, the rest is ignored"),
@@ -160,6 +175,29 @@ def test_a_file_that_is_not_toml_is_fatal_with_line_and_column(tmp_path):
     conf.write_text('log_level = 3\nlog_filters = "1:a\n')
     result = S.load(config_file=str(conf), explicit=True, env={})
     assert result.fatal == f"{conf}: not valid TOML: Illegal character '\\n' (at line 2, column 19)"
+
+
+@pytest.mark.parametrize("text,fatal", [
+    ("socket_perms = 0666\n", 'C:1: not valid TOML: socket_perms = 0666: a TOML number cannot '
+                              'start with 0; write socket_perms = "0666" (a mode is a string, '
+                              'in quotes)'),
+    ("log_level = 2\nsocket_perms = 0660  # group only\n",
+     'C:2: not valid TOML: socket_perms = 0660: a TOML number cannot start with 0; write '
+     'socket_perms = "0660" (a mode is a string, in quotes)'),
+    ("max_backups = 05\n", "C:1: not valid TOML: max_backups = 05: a TOML number cannot start "
+                           "with 0; write max_backups = 5"),
+    ('log_level = 3\nlog_filters = "1:x"\nlog_level = 2\n',
+     "C:3: not valid TOML: log_level is set twice, on lines 1 and 3; keep one"),
+    ('"log_outputs" = "1:stderr"\nlog_outputs = "2:stderr"\n',
+     'C:2: not valid TOML: log_outputs is set twice, on lines 1 and 2; keep one'),
+])
+def test_common_toml_mistakes_say_what_to_write(tmp_path, text, fatal):
+    """An unquoted mode and a key set twice: the line, and what to write instead of the
+    parser's bare "Expected newline" or "Cannot overwrite a value"."""
+    conf = tmp_path / "c.conf"
+    conf.write_text(text)
+    result = S.load(config_file=str(conf), explicit=True, env={})
+    assert result.fatal == fatal.replace("C:", f"{conf}:")
 
 
 def test_a_missing_explicit_config_is_fatal_but_a_missing_implicit_one_is_not(tmp_path):

@@ -22,7 +22,8 @@ does — and the tests compare the result with ``journal.send`` field for field:
   everyone); without memfd, an unlinked 0600 file in ``/dev/shm``, as libvirt does.
 
 Fields, in libvirt's order: ``MESSAGE`` (the raw message, no prefix), ``PRIORITY`` (7/6/4/3),
-``SYSLOG_FACILITY`` (3, daemon), ``LIBVIRT_SOURCE``, ``CODE_FILE``/``CODE_LINE``/``CODE_FUNC``
+``SYSLOG_FACILITY`` (3, daemon, unless the record carries its own: ``priority.facility_of``),
+``LIBVIRT_SOURCE``, ``CODE_FILE``/``CODE_LINE``/``CODE_FUNC``
 when known, then every metadata field of the record exactly as given (``MESSAGE_ID`` keeps
 its dashes, so the seed's query finds it). A record relayed for a client (its pid is not
 ours) also carries the client's identity: ``SYSLOG_IDENTIFIER`` (its ident, or the source),
@@ -44,7 +45,7 @@ from typing import Dict, List, Optional, Union
 
 from .. import fieldnames
 from ..defaults import JOURNAL_SOCKET
-from ..priority import SYSLOG_SEVERITY
+from ..priority import SYSLOG_SEVERITY, facility_of
 from .base import Output
 from .dgram import DatagramSender, DeliveryError
 
@@ -73,7 +74,7 @@ def journal_fields(record, own_pid: int) -> Dict[str, Value]:
     fields: Dict[str, Value] = {
         "MESSAGE": record.message,
         "PRIORITY": str(SYSLOG_SEVERITY.get(record.priority, 6)),
-        "SYSLOG_FACILITY": FACILITY_DAEMON,
+        "SYSLOG_FACILITY": str(facility_of(record)),    # daemon (3) unless the client chose
         "LIBVIRT_SOURCE": record.source,
     }
     if record.file:

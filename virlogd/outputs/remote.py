@@ -5,7 +5,8 @@ Each record becomes one RFC 5424 message in RFC 6587 octet-counting framing
 
     <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [virlogd@32473 source=".." ...] MSG
 
-* PRI: facility daemon (3) * 8 + libvirt's severity map (debug 7, info 6, warning 4, err 3).
+* PRI: facility (daemon, 3, unless the record carries its own: ``priority.facility_of``) * 8 +
+  libvirt's severity map (debug 7, info 6, warning 4, err 3).
 * TIMESTAMP: the record's time, UTC, microseconds. HOSTNAME: this host.
 * APP-NAME: the client's ident, else ``ctx.ident``; PROCID: the record's (trusted) pid.
 * MSGID: always ``-``. A journal ``MESSAGE_ID`` is a 128-bit id (36 characters with dashes,
@@ -44,7 +45,7 @@ import threading
 import time
 from typing import Deque, List, Optional, Tuple, Union
 
-from ..priority import SYSLOG_SEVERITY
+from ..priority import SYSLOG_SEVERITY, facility_of
 from ..record import Record
 from .base import Output
 
@@ -122,7 +123,7 @@ def structured_data(record: Record) -> str:
 
 def format_message(record: Record, hostname: str, ident: str) -> bytes:
     """One RFC 5424 message (without framing)."""
-    pri = FACILITY_DAEMON * 8 + SYSLOG_SEVERITY.get(record.priority, 6)
+    pri = facility_of(record) * 8 + SYSLOG_SEVERITY.get(record.priority, 6)
     head = (f"<{pri}>1 {rfc3339(record.time)} {header_token(hostname, 255)} "
             f"{header_token(record.ident or ident, 48)} {record.pid} - "
             f"{structured_data(record)}")

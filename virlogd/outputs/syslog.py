@@ -6,7 +6,8 @@ overwrite each other's ident. We write what glibc's ``syslog(3)`` writes, oursel
 
     <PRI>Mmm dd hh:mm:ss IDENT: PAYLOAD
 
-PRI = facility daemon (3) * 8 + severity (debug 7, info 6, warning 4, err 3: libvirt's map);
+PRI = facility (daemon, 3, unless the record carries its own: ``priority.facility_of``) * 8 +
+severity (debug 7, info 6, warning 4, err 3: libvirt's map);
 the timestamp is the record's time in local time, as ``syslog(3)`` stamps it; the tag is the
 ident alone, like libvirt's ``openlog(ident, 0, ...)`` (no ``LOG_PID``: the payload already
 starts with the pid). PAYLOAD is ``textformat.syslog_payload``: the text line without our
@@ -23,7 +24,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from ..priority import SYSLOG_SEVERITY
+from ..priority import SYSLOG_SEVERITY, facility_of
 from ..textformat import syslog_payload
 from .base import Output
 from .dgram import DatagramSender
@@ -54,7 +55,7 @@ def rfc3164_timestamp(when: float) -> str:
 
 
 def format_datagram(record, ident: str) -> bytes:
-    pri = FACILITY_DAEMON * 8 + SYSLOG_SEVERITY.get(record.priority, 6)
+    pri = facility_of(record) * 8 + SYSLOG_SEVERITY.get(record.priority, 6)
     text = f"<{pri}>{rfc3164_timestamp(record.time)} {ident}: {syslog_payload(record)}"
     data = text.encode("utf-8", "surrogateescape")
     if len(data) > MAX_DATAGRAM:
