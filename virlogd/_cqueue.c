@@ -9,10 +9,16 @@
  *
  * on_first / on_full are usually bound methods of the Client that owns the queue: a
  * reference cycle, so the type takes part in garbage collection.
+ *
+ * Direct sends (see framequeue.py): while sock is set and nothing is queued, push() first
+ * tries send(MSG_DONTWAIT | MSG_NOSIGNAL) on its descriptor, with the GIL held (it cannot
+ * block), so that the record is in the kernel before the logging call returns.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <errno.h>
+#include <sys/socket.h>
 
 #include "_ccompat.h"
 
@@ -25,6 +31,12 @@ typedef struct {
     int connected;
     PyObject *on_first;
     PyObject *on_full;
+    PyObject *on_sent;         /* or NULL */
+    PyObject *sock;            /* or NULL: no direct sends */
+    int fd;                    /* sock's descriptor, read when sock was set */
+    PyObject *sent;            /* list of frames sent directly, oldest first */
+    Py_ssize_t sent_limit;
+    Py_ssize_t head_sent;      /* bytes of frames[0] already written */
 } QueueObject;
 
 static PyTypeObject Queue_Type;
@@ -68,21 +80,96 @@ PyDoc_STRVAR(Queue_push__doc__,
 static PyObject *
 Queue_push(QueueObject *self, PyObject *frame)
 {
-    Py_ssize_t count, size;
+    Py_ssize_t count, size, written = 0;
+    int broken = 0;
 
-    if (check_frame(frame) < 0 || PyList_Append(self->frames, frame) < 0) {
+    if (check_frame(frame) < 0) {
         return NULL;
+    }
+    if (self->sock != NULL && PyList_GET_SIZE(self->frames) == 0) {
+        Py_ssize_t len = PyBytes_GET_SIZE(frame);
+        do {
+            written = send(self->fd, PyBytes_AS_STRING(frame), (size_t)len,
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (written < 0 && errno == EINTR);
+        if (written == len) {
+            if (PyList_Append(self->sent, frame) < 0) {
+                return NULL;
+            }
+            if (PyList_GET_SIZE(self->sent) >= self->sent_limit
+                    && call_hook(self->on_sent) < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        if (written < 0) {
+            broken = errno != EAGAIN && errno != EWOULDBLOCK;
+            written = 0;
+            if (broken) {
+                Py_CLEAR(self->sock);      /* the owner finds out why when it writes */
+            }
+        }
+    }
+    if (PyList_Append(self->frames, frame) < 0) {
+        return NULL;
+    }
+    if (written > 0) {
+        self->head_sent = written;
     }
     size = self->size += PyBytes_GET_SIZE(frame);
     count = PyList_GET_SIZE(self->frames);
     if (count == 1 && call_hook(self->on_first) < 0) {
         return NULL;
     }
-    if ((size > self->flush_bytes || (count > self->hold && !self->connected))
+    if ((broken || size > self->flush_bytes || (count > self->hold && !self->connected))
             && call_hook(self->on_full) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Queue_take_all__doc__,
+"take_all($self, /)\n--\n\n"
+"(head_sent, take(), take_sent()) in one step: what a writer needs before it writes.");
+
+static PyObject *
+Queue_take_all(QueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    /* both new lists first: allocating may run the garbage collector, hence Python code */
+    PyObject *frames = PyList_New(0), *sent = PyList_New(0), *res;
+    if (frames == NULL || sent == NULL) {
+        Py_XDECREF(frames);
+        Py_XDECREF(sent);
+        return NULL;
+    }
+    res = Py_BuildValue("nNN", self->head_sent, self->frames, self->sent);
+    if (res == NULL) {
+        Py_DECREF(frames);
+        Py_DECREF(sent);
+        return NULL;
+    }
+    /* the tuple took the old lists' references */
+    self->frames = frames;
+    self->sent = sent;
+    self->size = 0;
+    self->head_sent = 0;
+    return res;
+}
+
+PyDoc_STRVAR(Queue_take_sent__doc__,
+"take_sent($self, /)\n--\n\n"
+"The frames sent directly since the last call, oldest first.");
+
+static PyObject *
+Queue_take_sent(QueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *fresh = PyList_New(0), *taken;
+    if (fresh == NULL) {
+        return NULL;
+    }
+    taken = self->sent;
+    self->sent = fresh;
+    return taken;
 }
 
 PyDoc_STRVAR(Queue_take__doc__,
@@ -100,6 +187,7 @@ Queue_take(QueueObject *self, PyObject *Py_UNUSED(ignored))
     taken = self->frames;
     self->frames = fresh;
     self->size = 0;
+    self->head_sent = 0;
     return taken;
 }
 
@@ -163,6 +251,7 @@ Queue_drop_oldest(QueueObject *self, PyObject *arg)
         old = self->frames;
         self->frames = rest;
         self->size -= freed;
+        self->head_sent = 0;
         Py_DECREF(old);
     }
     return PyLong_FromSsize_t(count);
@@ -179,11 +268,17 @@ static PyMethodDef Queue_methods[] = {
     {"take", (PyCFunction)Queue_take, METH_NOARGS, Queue_take__doc__},
     {"put_back", (PyCFunction)Queue_put_back, METH_O, Queue_put_back__doc__},
     {"drop_oldest", (PyCFunction)Queue_drop_oldest, METH_O, Queue_drop_oldest__doc__},
+    {"take_sent", (PyCFunction)Queue_take_sent, METH_NOARGS, Queue_take_sent__doc__},
+    {"take_all", (PyCFunction)Queue_take_all, METH_NOARGS, Queue_take_all__doc__},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMemberDef Queue_members[] = {
     {"size", T_PYSSIZET, offsetof(QueueObject, size), READONLY, "bytes queued"},
+    {"head_sent", T_PYSSIZET, offsetof(QueueObject, head_sent), READONLY,
+     "bytes of the first queued frame already written by a direct send"},
+    {"sent_limit", T_PYSSIZET, offsetof(QueueObject, sent_limit), 0,
+     "on_sent() is called once this many frames were sent directly"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -208,9 +303,38 @@ Queue_set_connected(QueueObject *self, PyObject *value, void *Py_UNUSED(closure)
     return 0;
 }
 
+static PyObject *
+Queue_get_sock(QueueObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->sock != NULL ? self->sock : Py_None);
+}
+
+static int
+Queue_set_sock(QueueObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    int fd;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "sock cannot be deleted");
+        return -1;
+    }
+    if (value == Py_None) {
+        Py_CLEAR(self->sock);
+        return 0;
+    }
+    /* its fileno() may run Python code: the state changes only after it */
+    if ((fd = PyObject_AsFileDescriptor(value)) < 0) {
+        return -1;
+    }
+    Py_XSETREF(self->sock, Py_NewRef(value));
+    self->fd = fd;
+    return 0;
+}
+
 static PyGetSetDef Queue_getset[] = {
     {"connected", (getter)Queue_get_connected, (setter)Queue_set_connected,
      "whether the owner has a connection (hold applies only without one)", NULL},
+    {"sock", (getter)Queue_get_sock, (setter)Queue_set_sock,
+     "the socket pushes send to directly while the queue is empty (None: none)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -223,13 +347,13 @@ static PySequenceMethods Queue_as_sequence = {
 static PyObject *
 Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"flush_bytes", "hold", "on_first", "on_full", NULL};
+    static char *kwlist[] = {"flush_bytes", "hold", "on_first", "on_full", "on_sent", NULL};
     Py_ssize_t flush_bytes, hold;
-    PyObject *on_first, *on_full, *frames;
+    PyObject *on_first, *on_full, *on_sent = Py_None, *frames, *sent;
     QueueObject *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnOO:FrameQueue", kwlist, &flush_bytes,
-                                     &hold, &on_first, &on_full)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnOO|O:FrameQueue", kwlist, &flush_bytes,
+                                     &hold, &on_first, &on_full, &on_sent)) {
         return NULL;
     }
     if (!PyCallable_Check(on_first) || !PyCallable_Check(on_full)) {
@@ -239,11 +363,20 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if ((frames = PyList_New(0)) == NULL) {
         return NULL;
     }
-    if ((self = (QueueObject *)type->tp_alloc(type, 0)) == NULL) {
+    if ((sent = PyList_New(0)) == NULL) {
         Py_DECREF(frames);
         return NULL;
     }
+    if ((self = (QueueObject *)type->tp_alloc(type, 0)) == NULL) {
+        Py_DECREF(frames);
+        Py_DECREF(sent);
+        return NULL;
+    }
     self->frames = frames;
+    self->sent = sent;
+    self->sent_limit = 256;
+    self->fd = -1;
+    self->on_sent = on_sent == Py_None ? NULL : Py_NewRef(on_sent);
     self->flush_bytes = flush_bytes;
     self->hold = hold;
     self->on_first = Py_NewRef(on_first);
@@ -255,17 +388,22 @@ static int
 Queue_traverse(QueueObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->frames);
+    Py_VISIT(self->sent);
     Py_VISIT(self->on_first);
     Py_VISIT(self->on_full);
+    Py_VISIT(self->on_sent);
+    Py_VISIT(self->sock);
     return 0;
 }
 
 static int
 Queue_clear(QueueObject *self)
 {
-    /* frames stays a list (maybe emptied): the methods never check it for NULL */
+    /* frames and sent stay lists: the methods never check them for NULL */
     Py_CLEAR(self->on_first);
     Py_CLEAR(self->on_full);
+    Py_CLEAR(self->on_sent);
+    Py_CLEAR(self->sock);
     return 0;
 }
 
@@ -274,13 +412,16 @@ Queue_dealloc(QueueObject *self)
 {
     PyObject_GC_UnTrack(self);
     Py_CLEAR(self->frames);
+    Py_CLEAR(self->sent);
     Py_CLEAR(self->on_first);
     Py_CLEAR(self->on_full);
+    Py_CLEAR(self->on_sent);
+    Py_CLEAR(self->sock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 PyDoc_STRVAR(Queue__doc__,
-"FrameQueue(flush_bytes, hold, on_first, on_full)\n--\n\n"
+"FrameQueue(flush_bytes, hold, on_first, on_full, on_sent=None)\n--\n\n"
 "The frames a Client has queued, oldest first (see virlogd.framequeue).");
 
 static PyTypeObject Queue_Type = {

@@ -1,13 +1,21 @@
-"""The library's connection to the daemon: batched, reconnecting, bounded, thread-safe.
+"""The library's connection to the daemon: reconnecting, bounded, thread-safe, fork-safe.
 
-``send()`` only encodes the record and appends the frame to a ``FrameQueue`` (whose C twin
-makes ``send_frame`` one C call); the frames go out in one ``sendall`` per batch:
+``send()`` encodes the record and hands the frame to a ``FrameQueue`` (whose C twin makes
+``send_frame`` one C call). While connected and with nothing queued, that call writes the
+frame at once with a non-blocking send from the caller's thread: the record is in the kernel
+before the logging call returns, so a process that ends with ``os._exit`` (a forked worker,
+``multiprocessing``) or is killed right after it loses nothing. What the socket cannot take
+at once is queued, and goes out in one ``sendall`` per batch:
 
 * in the caller's thread once the buffer passes ``FLUSH_BYTES`` (so a program that logs
   faster than the daemon reads is slowed down, never grows memory: backpressure);
-* from a background thread ``delay`` seconds after the buffer stops being empty (so a quiet
-  program's records still leave promptly); the thread is woken only on that transition;
+* from a background thread ``delay`` seconds after the buffer stops being empty; the
+  thread is woken only on that transition;
 * on ``flush()``, ``close()`` and at interpreter exit (``atexit``).
+
+With no connection, the first record queued tries to connect at once, in the caller's thread
+(a new process, a forked child: its first record goes out before the call returns); after a
+failure the background thread retries with backoff.
 
 When the daemon is unreachable (not started, restarting) the frames stay in the buffer, at
 most ``hold`` of them: beyond it the oldest are dropped and counted. A record that would push
@@ -20,18 +28,27 @@ to ``hold`` (``replay.Replay``): if the daemon dies with them unread in its sock
 they go out again on the next connection, first. The answers are read without blocking after
 each write, so they cost one extra system call per batch.
 
-After ``fork()`` the child starts afresh (no socket, empty buffer, no thread): the parent's
-connection and records remain the parent's, and the child's records carry its own pid.
+After ``fork()`` the child starts afresh (``os.register_at_fork``: no socket, empty buffer,
+no thread, new locks, so none a parent's thread held): the parent's connection and queued
+records remain the parent's (sent once, by the parent), and the child's carry its own pid.
+
+Nothing silent: ``undelivered`` counts the records that did not reach a daemon (dropped
+beyond ``hold``, or still queued). A client that closes, or is still open at interpreter
+exit, with records undelivered writes one line to stderr: how many, to which socket, why.
+
+With no socket given, a client uses ``defaults.client_socket_candidates()``: the per-user
+socket when it exists, else the system one (looked at again on every connection attempt).
 """
 from __future__ import annotations
 
 import atexit
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from . import defaults, wire
 from .framequeue import FrameQueue
@@ -39,6 +56,10 @@ from .record import Record
 from .replay import Replay
 
 FLUSH_BYTES = 64 * 1024
+# The socket's send buffer (the kernel caps it at net.core.wmem_max, doubled): a small record
+# takes about 600 bytes of it, so the default (208 kB) holds only ~170 records a stalled or
+# busy daemon has not read yet; beyond that they wait in the queue, which an os._exit loses.
+SEND_BUFFER = 1024 * 1024
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 REPORT_SOURCE = "virlogd.client"
@@ -51,13 +72,17 @@ class Client:
 
     def __init__(self, socket_path: Optional[str] = None, *, hold: int = 10000,
                  delay: float = 0.005) -> None:
-        self.socket_path = socket_path or defaults.socket_path()
+        # None: the default sockets, chosen again on each attempt (one may appear later)
+        self._candidates = None if socket_path else defaults.client_socket_candidates()
+        self.socket_path, self._absent = (socket_path, []) if socket_path else \
+            choose_socket(self._candidates)
         self.hold = max(0, hold)
         self.delay = delay
         self.dropped = 0            # dropped and not yet reported to the daemon
         self.dropped_total = 0
         self.resent_total = 0       # records sent again: a daemon died before confirming
         self.last_error: Optional[str] = None
+        self._told = 0              # undelivered records already reported on stderr
         self._closed = False
         self._reset()
         _clients.add(self)
@@ -65,7 +90,8 @@ class Client:
     def _reset(self) -> None:
         self._lock = threading.Lock()          # the counters, and what takes them with the queue
         self._send_lock = threading.Lock()     # the socket
-        self._queue = FrameQueue(FLUSH_BYTES, self.hold, self._kick, self._flush_now)
+        self._queue = FrameQueue(FLUSH_BYTES, self.hold, self._kick, self._flush_now,
+                                 self._note_sent)
         # the class's send_frame without its Python frame: the per-record call is one C call
         self.send_frame = self._queue.push
         self._sock: Optional[socket.socket] = None
@@ -79,6 +105,13 @@ class Client:
     @property
     def connected(self) -> bool:
         return self._sock is not None
+
+    @property
+    def undelivered(self) -> int:
+        """Records that have not reached a daemon: dropped (beyond ``hold`` while it was
+        unreachable, or written to a daemon that died before reading them), plus those
+        still queued. What a client reports on stderr when it closes or the program exits."""
+        return self.dropped_total + len(self._queue)
 
     def send(self, record: Record) -> None:
         """Queue *record*; raises ValueError only for a record the daemon would refuse."""
@@ -101,12 +134,28 @@ class Client:
         return self._flush(force=True)
 
     def close(self) -> None:
-        """Flush (one last reconnection attempt included), then close the connection."""
+        """Flush (one last reconnection attempt included), then close the connection; say
+        on stderr how many records were not delivered, if any."""
         self._flush(force=True)
         self._closed = True
         self._wake.set()
         with self._send_lock:
             self._disconnect()
+        self.report_undelivered()
+
+    def report_undelivered(self, stream=None) -> Optional[str]:
+        """Write (to stderr) and return the line saying how many records were not delivered,
+        where and why; None (and nothing written) when there is nothing new to say."""
+        count = self.undelivered
+        if count <= self._told:
+            return None
+        self._told = count
+        line = undelivered_line(count, self.socket_path, self.last_error, self._absent)
+        try:
+            print(line, file=stream or sys.stderr, flush=True)
+        except (OSError, ValueError, AttributeError):   # no stderr left: nothing to tell
+            pass
+        return line
 
     def __enter__(self) -> "Client":
         return self
@@ -116,8 +165,12 @@ class Client:
 
     # -- the background flusher ------------------------------------------------------
     def _kick(self) -> None:
-        """The queue became non-empty (its on_first). A closed client that is used again
-        comes back to life."""
+        """The queue became non-empty (its on_first). Not connected: try now, in the
+        caller's thread (a fresh process's first record then leaves before the call
+        returns); else, or if that fails, the background thread writes it. A closed client
+        that is used again comes back to life."""
+        if self._sock is None and not self._closed and self._flush(force=False):
+            return
         with self._lock:
             if self._thread is None or self._closed:
                 self._closed = False
@@ -127,8 +180,21 @@ class Client:
         self._wake.set()
 
     def _flush_now(self) -> None:
-        """The queue is past its bounds (its on_full): write in the caller's thread."""
-        self._flush(force=self._sock is None)
+        """The queue is past its bounds, or a direct send found the connection broken (its
+        on_full): write in the caller's thread."""
+        self._flush(force=self._sock is None or self._queue.sock is None)
+
+    def _note_sent(self) -> None:
+        """``sent_limit`` frames were sent directly (the queue's on_sent): hand them to the
+        replay and read the daemon's answers, unless a writer is busy (it does that)."""
+        if self._send_lock.acquire(blocking=False):
+            try:
+                sock = self._sock
+                self._replay.sent(self._queue.take_sent())
+                if sock is not None:
+                    read_answers(sock, self._replay)
+            finally:
+                self._send_lock.release()
 
     def _run(self) -> None:
         wake = self._wake
@@ -146,6 +212,8 @@ class Client:
         with self._send_lock:
             with self._lock:
                 if not len(self._queue) and not self.dropped:
+                    if self._sock is not None:
+                        self._replay.sent(self._queue.take_sent())
                     return True
             if self._sock is None and not self._connect(force):
                 self._trim()
@@ -159,20 +227,26 @@ class Client:
             return False
 
     def _send_buffer(self) -> bool:
-        with self._lock:
-            frames = self._queue.take()
-            dropped, self.dropped = self.dropped, 0
-        if dropped:
-            frames.insert(0, _Report(dropped))
         sock = self._sock
+        queue = self._queue
+        queue.sock = None           # no direct sends while this thread writes
+        with self._lock:
+            # skip: a direct send wrote part of the first frame; its rest goes first
+            skip, frames, direct = queue.take_all()
+            dropped, self.dropped = self.dropped, 0
+        self._replay.sent(direct)   # written before anything queued now
+        if dropped:
+            frames.insert(1 if skip else 0, _Report(dropped))
         try:
-            sock.sendall(b"".join(frames))
+            data = b"".join(frames)
+            sock.sendall(memoryview(data)[skip:] if skip else data)
         except OSError as err:
             self.last_error = err.strerror or str(err)
-            self._lost_connection(sock, frames)
+            self._lost_connection(sock, frames)    # whole frames again, on a new connection
             return False
         self._replay.sent(frames)
         read_answers(sock, self._replay)
+        queue.sock = sock
         return True
 
     def _lost_connection(self, sock: socket.socket, unsent: List[bytes]) -> None:
@@ -211,6 +285,9 @@ class Client:
             # non-blocking connect: a daemon too busy to accept (full backlog) gives EAGAIN
             # at once instead of hanging the program that logs
             sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            if self._candidates is not None:
+                self.socket_path, self._absent = choose_socket(self._candidates)
             err = sock.connect_ex(self.socket_path)
             if err:
                 raise OSError(err, os.strerror(err))
@@ -224,6 +301,8 @@ class Client:
             return False
         self._sock = sock
         self._queue.connected = True
+        self._queue.take_sent()      # (none: direct sends need a connection)
+        self._queue.sock = sock
         self._replay.reset()
         self._backoff = BACKOFF_FIRST
         self._next_try = 0.0
@@ -232,6 +311,7 @@ class Client:
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
         self._queue.connected = False
+        self._queue.sock = None
         if sock is not None:
             try:
                 sock.close()
@@ -241,12 +321,38 @@ class Client:
     def _after_fork(self) -> None:
         sock = self._sock
         self._reset()
-        self.dropped = 0
+        # the child's counts are its own
+        self.dropped = self.dropped_total = self.resent_total = self._told = 0
+        self.last_error = None
         if sock is not None:
             try:
                 sock.close()          # our copy only: the parent's connection stays open
             except OSError:
                 pass
+
+
+def choose_socket(candidates: Sequence[str]) -> Tuple[str, List[str]]:
+    """The socket to use of *candidates* (``defaults.client_socket_candidates()``): the first
+    that exists, else the last; and the ones passed over because they do not exist."""
+    for index, path in enumerate(candidates):
+        if os.path.exists(path):
+            return path, list(candidates[:index])
+    return candidates[-1], list(candidates[:-1])
+
+
+def tried_paths(path: str, absent: Sequence[str]) -> str:
+    """What the messages add when default sockets before *path* did not exist."""
+    if not absent:
+        return ""
+    return f"; no socket at {' or '.join(absent)} either"
+
+
+def undelivered_line(count: int, path: str, why: Optional[str],
+                     absent: Sequence[str] = ()) -> str:
+    """The one line a client writes on stderr at exit when records were not delivered."""
+    records = "1 record was" if count == 1 else f"{count} records were"
+    return (f"virlogd: warning: {records} not delivered to virlogd at {path}: "
+            f"{why or 'not sent'}{tried_paths(path, absent)}")
 
 
 def read_answers(sock: socket.socket, replay: Replay) -> None:
@@ -277,6 +383,7 @@ def _flush_all_at_exit() -> None:
         if not client._closed:
             try:
                 client.flush()
+                client.report_undelivered()
             except Exception:  # noqa: BLE001 - exit must go on
                 pass
 
@@ -290,4 +397,4 @@ atexit.register(_flush_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-__all__ = ["Client", "FLUSH_BYTES"]
+__all__ = ["Client", "FLUSH_BYTES", "choose_socket", "undelivered_line"]

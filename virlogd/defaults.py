@@ -45,6 +45,19 @@ def socket_path(env=None, uid=None) -> str:
     return os.path.join(runtime_dir(env, uid), "virlogd-sock")
 
 
+SYSTEM_SOCKET = "/run/virlogd/virlogd-sock"
+
+
+def client_socket_candidates(env=None, uid=None) -> list:
+    """The sockets a client (``virlog``, ``x:virlogd``, ``VirlogdHandler``) looks at when it
+    is given none, in order: the user's own daemon's socket, then the system daemon's, which
+    is 0666 like ``/dev/log`` (root's own socket is the system one: a single entry). A
+    client uses the first that exists, else the last: a user who runs a daemon of their own
+    never has records go to the system's because theirs is restarting."""
+    own = socket_path(env, uid)
+    return [own] if own == SYSTEM_SOCKET else [own, SYSTEM_SOCKET]
+
+
 def admin_socket_path(env=None, uid=None) -> str:
     return os.path.join(runtime_dir(env, uid), "virlogd-admin-sock")
 

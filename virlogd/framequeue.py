@@ -17,12 +17,29 @@ write, reconnection and count of what was dropped:
 
 Both run after the frame is queued, outside any lock of the queue; an exception from them
 propagates to the caller of ``push``, and the frame stays queued.
+
+Direct sends. While its owner sets ``sock`` (a connected stream socket; None: none), a push
+that finds the queue empty first tries a non-blocking send of the frame from the caller's
+thread, so that the record is in the kernel (and survives ``os._exit``, a crash, a forked
+worker that never runs its exit hooks) before the logging call returns:
+
+* written whole: the frame is kept in ``take_sent()``'s list (the owner's replay: the daemon
+  has not confirmed it yet), and ``on_sent()`` is called once that list holds ``sent_limit``
+  frames;
+* written in part, or not at all because the socket is full (EAGAIN): the frame is queued as
+  usual (``head_sent`` says how many of its bytes are out already), for the owner's writer;
+* any other error (the daemon is gone): the frame is queued, ``sock`` is cleared, and
+  ``on_full()`` is called, so the caller's thread reconnects and sends again at once.
+
+A frame is never sent directly while anything is queued (order), nor while ``sock`` is None:
+the owner clears it before it writes from another thread, and sets it again after.
 """
 from __future__ import annotations
 
 import operator
+import socket
 import threading
-from typing import Callable, List
+from typing import Callable, List, Optional, Tuple
 
 from . import native
 
@@ -31,10 +48,12 @@ class FrameQueue:
     """Frames (``bytes``) in the order pushed; see the module docstring."""
 
     __slots__ = ("_lock", "_frames", "_size", "connected", "_flush_bytes", "_hold",
-                 "_on_first", "_on_full")
+                 "_on_first", "_on_full", "_on_sent", "sent_limit", "_sock", "_sent",
+                 "_head_sent")
 
     def __init__(self, flush_bytes: int, hold: int, on_first: Callable[[], object],
-                 on_full: Callable[[], object]) -> None:
+                 on_full: Callable[[], object],
+                 on_sent: Optional[Callable[[], object]] = None) -> None:
         self._lock = threading.Lock()
         self._frames: List[bytes] = []
         self._size = 0
@@ -43,6 +62,27 @@ class FrameQueue:
         self._hold = hold
         self._on_first = on_first
         self._on_full = on_full
+        self._on_sent = on_sent
+        self.sent_limit = 256
+        self._sock: Optional[socket.socket] = None
+        self._sent: List[bytes] = []
+        self._head_sent = 0
+
+    @property
+    def sock(self) -> Optional[socket.socket]:
+        """The socket pushes send to directly while the queue is empty (None: none)."""
+        return self._sock
+
+    @sock.setter
+    def sock(self, value: Optional[socket.socket]) -> None:
+        if value is not None:
+            value.fileno()            # the C twin needs a descriptor: the same error here
+        self._sock = value
+
+    @property
+    def head_sent(self) -> int:
+        """Bytes of the first queued frame already written by a direct send (0: none)."""
+        return self._head_sent
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -55,21 +95,62 @@ class FrameQueue:
     def push(self, frame: bytes) -> None:
         """Queue *frame*; then call ``on_first`` and/or ``on_full`` as they are due."""
         _check(frame)
+        broken = False
         with self._lock:
             frames = self._frames
-            frames.append(frame)
-            size = self._size = self._size + len(frame)
-            count = len(frames)
+            sock = self._sock
+            if sock is not None and not frames:
+                try:
+                    written = sock.send(frame, _SEND_FLAGS)
+                except (BlockingIOError, InterruptedError):
+                    written = 0
+                except OSError:
+                    written, broken, self._sock = 0, True, None
+                if written == len(frame):
+                    sent = self._sent
+                    sent.append(frame)
+                    if len(sent) < self.sent_limit or self._on_sent is None:
+                        return
+                    call_sent = True
+                else:
+                    call_sent = False
+                    self._head_sent = written
+            else:
+                call_sent = False
+            if not call_sent:
+                frames.append(frame)
+                size = self._size = self._size + len(frame)
+                count = len(frames)
+        if call_sent:
+            self._on_sent()
+            return
         if count == 1:
             self._on_first()
-        if size > self._flush_bytes or (count > self._hold and not self.connected):
+        if broken or size > self._flush_bytes or (count > self._hold and not self.connected):
             self._on_full()
+
+    def take_all(self) -> Tuple[int, List[bytes], List[bytes]]:
+        """``(head_sent, take(), take_sent())`` in one step (a direct send cannot come in
+        between): what a writer needs before it writes the queued frames."""
+        with self._lock:
+            head, self._head_sent = self._head_sent, 0
+            frames, self._frames = self._frames, []
+            self._size = 0
+            sent, self._sent = self._sent, []
+        return head, frames, sent
+
+    def take_sent(self) -> List[bytes]:
+        """The frames sent directly since the last call, oldest first."""
+        with self._lock:
+            sent, self._sent = self._sent, []
+        return sent
 
     def take(self) -> List[bytes]:
         """Every queued frame, oldest first; the queue is left empty."""
         with self._lock:
             frames, self._frames = self._frames, []
             self._size = 0
+            self._head_sent = 0
         return frames
 
     def put_back(self, frames: List[bytes]) -> None:
@@ -91,7 +172,14 @@ class FrameQueue:
             count = max(0, min(count, len(frames)))
             self._size -= sum(map(len, frames[:count]))
             del frames[:count]
+            if count:
+                self._head_sent = 0
         return count
+
+
+# MSG_NOSIGNAL: a daemon that went away is an EPIPE to handle, never a SIGPIPE that kills a
+# program which (embedding Python) did not ignore it
+_SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 def _check(frame) -> None:

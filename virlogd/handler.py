@@ -7,7 +7,8 @@ upper case (``extra={"MESSAGE_ID": ...}``) -> record fields. Lower-case extras a
 application's own attributes and are not sent. An upper-case key that is not a valid journal
 field name is renamed with ``fieldnames.sanitize`` (``MESSAGE`` -> ``X_MESSAGE``), never lost.
 
-The message is ``record.getMessage()``; with a formatter set on the handler, its output. The
+The message is ``record.getMessage()``; with a formatter set on the handler, its output
+(``logging.basicConfig``'s default format is not taken: see ``setFormatter``). The
 program name (``ident``) is ``sys.argv[0]``'s base name. Sending never raises into the
 program: an unreachable daemon is the Client's business (hold, count, report), and anything
 else goes to ``handleError`` like every stdlib handler.
@@ -94,6 +95,22 @@ class VirlogdHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - logging must never take its host down
             self.handleError(record)
 
+    def setFormatter(self, fmt: Optional[logging.Formatter]) -> None:  # noqa: N802 - stdlib's
+        """Set a formatter, except ``basicConfig``'s default one: ``basicConfig`` gives every
+        handler with no formatter its ``levelname:name:message`` format, which would put
+        ``ERROR:qemu.monitor:probe failed`` in journald and in files, where the priority and
+        the source are fields already. A format the program chose (``basicConfig(format=...)``,
+        or ``setFormatter`` called by the program itself) is kept. With no formatter the
+        message is sent alone, and the C path (which takes only that case) stays in use."""
+        if fmt is not None and _is_basic_config_default(fmt, sys._getframe(1)):
+            return
+        super().setFormatter(fmt)
+
+    @property
+    def undelivered(self) -> int:
+        """Records this handler could not deliver so far (see ``Client.undelivered``)."""
+        return self.client.undelivered
+
     def flush(self) -> None:
         self.client.flush()
 
@@ -104,6 +121,14 @@ class VirlogdHandler(logging.Handler):
             self.client.close()
         finally:
             super().close()
+
+
+def _is_basic_config_default(fmt: logging.Formatter, caller) -> bool:
+    """True for the formatter ``logging.basicConfig`` makes when given no ``format``."""
+    return (caller is not None and caller.f_code is logging.basicConfig.__code__
+            and type(fmt) is logging.Formatter and fmt.datefmt is None
+            and type(fmt._style) is logging.PercentStyle
+            and fmt._fmt == logging.BASIC_FORMAT)
 
 
 def _report(handler: VirlogdHandler, record: logging.LogRecord, err: Exception) -> None:

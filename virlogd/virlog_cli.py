@@ -24,7 +24,7 @@ import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import __version__, defaults, fieldnames, wire
-from .client import read_answers
+from .client import choose_socket, read_answers, tried_paths
 from .priority import FACILITY_FIELD, parse_logger_priority
 from .replay import Replay
 
@@ -66,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
                    help="as in logger(1): the program name (journald's SYSLOG_IDENTIFIER, "
                         "a collector's APP-NAME), and the source unless -s is given")
     p.add_argument("-S", "--socket", metavar="SOCKET", default=None,
-                   help="virlogd's client socket (default: %s)" % defaults.socket_path())
+                   help="virlogd's client socket (default: %s)"
+                        % ", if it exists, else ".join(defaults.client_socket_candidates()))
     p.add_argument("--field", action="append", default=[], metavar="NAME=VALUE",
                    help="attach a field, e.g. MESSAGE_ID=...; repeatable")
     p.add_argument("message", nargs="*", metavar="MESSAGE", help="the message")
@@ -87,14 +88,15 @@ def parse_field(text: str) -> tuple:
     return name, value
 
 
-def _connect(path: str) -> socket.socket:
+def _connect(path: str, absent=()) -> socket.socket:
+    """*absent*: the default sockets looked at before *path*, which do not exist."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
     except OSError as err:
         sock.close()
-        raise Failure(f"cannot connect to virlogd at {path}: {err.strerror or err} "
-                      f"(is virlogd running?)") from None
+        raise Failure(f"cannot connect to virlogd at {path}: {err.strerror or err}"
+                      f"{tried_paths(path, absent)} (is virlogd running?)") from None
     return sock
 
 
@@ -220,13 +222,13 @@ def _reconnect(path: str, why: OSError) -> socket.socket:
             delay = min(delay * 2, 1.0)
 
 
-def send(path: str, batches: Iterator[List[bytes]]) -> None:
+def send(path: str, batches: Iterator[List[bytes]], absent=()) -> None:
     """Connect, send every batch, then wait for the daemon to confirm it read them all.
 
     A daemon that goes away mid-stream (a restart, even a SIGKILL) is waited for, and what it
     had not acknowledged is sent again, first (``replay.Replay``): nothing is lost, and a
     record the dead daemon routed just before it died may arrive twice."""
-    sock = _connect(path)
+    sock = _connect(path, absent)
     replay = Replay(REPLAY_LIMIT)
     try:
         try:
@@ -270,9 +272,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     facility = args.priority[1]
     if facility is not None:        # -p FACILITY.LEVEL: for the outputs that speak syslog
         fields[FACILITY_FIELD] = str(facility)
-    path = args.socket or defaults.socket_path()
+    # no -S: the per-user socket if it exists, else the system one (DESIGN §7)
+    path, absent = (args.socket, []) if args.socket else \
+        choose_socket(defaults.client_socket_candidates())
     try:
-        send(path, _batches(args, fields or None))
+        send(path, _batches(args, fields or None), absent)
     except Failure as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -27,8 +28,9 @@ def server(tmp_path):
     srv.stop()
 
 
-def python(program, *args):
-    """Run *program* in a new interpreter; return (pid, stdout)."""
+def python(program, *args, stderr=""):
+    """Run *program* in a new interpreter; return (pid, stdout). Its stderr must be
+    *stderr*."""
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(program), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -38,7 +40,7 @@ def python(program, *args):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert err == ""
+    assert err == stderr
     return proc.pid, out
 
 
@@ -88,28 +90,41 @@ class TestClient:
             assert [m for m in messages if m.startswith(f"t{n} ")] == \
                 [f"t{n} {i}" for i in range(5000)]
 
-    def test_a_forked_child_sends_under_its_own_pid_without_repeating_the_parent(self, server):
-        """After fork() the child connects afresh: its records carry its pid, and what the
-        parent had queued is sent once, by the parent."""
-        _, out = python(f"""
-            import os
+    def test_a_forked_child_sends_under_its_own_pid_without_repeating_the_parent(self,
+                                                                                  tmp_path):
+        """After fork() the child starts from a clean client: the record its parent had
+        queued (no daemon yet) is sent once, by the parent; the child's carries its pid."""
+        path = str(tmp_path / "sock")
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import os, sys, time
             from virlogd.client import Client
             from virlogd.record import Record
-            c = Client({server.path!r}, delay=60)
-            c.send(Record(2, "fork", "queued by the parent"))
+            c = Client({path!r})
+            c.send(Record(2, "fork", "queued by the parent"))     # nobody listens yet
+            assert len(c._queue) == 1
             child = os.fork()
             if child == 0:
+                assert len(c._queue) == 0 and c.undelivered == 0
+                while not os.path.exists({path!r}):
+                    time.sleep(0.01)
                 c.send(Record(2, "fork", "from the child"))
                 c.flush()
                 os._exit(0)
+            print(child, flush=True)
             os.waitpid(child, 0)
             c.close()
-            print(child)
-        """)
-        child = int(out)
-        records = server.wait_for(2, "fork")
-        assert sorted((r.message, r.pid == child) for r in records) == \
-            [("from the child", True), ("queued by the parent", False)]
+        """)], stdout=subprocess.PIPE, text=True)
+        try:
+            child = int(proc.stdout.readline())
+            with InProcessServer(path) as server:
+                assert proc.wait(30) == 0
+                records = server.wait_for(2, "fork")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert sorted((r.message, r.pid) for r in records) == \
+            [("from the child", child), ("queued by the parent", proc.pid)]
 
     def test_an_unreachable_daemon_never_raises(self, tmp_path):
         """Sending to nobody is held and counted, not an exception in the program."""
@@ -198,7 +213,7 @@ class TestClient:
             if client.poll() is None:
                 client.kill()
                 client.wait()
-        lines = re.findall(r": (\d+): info : (\w+)$", log.read_text(), re.M)
+        lines = re.findall(r": (\d+): info : (?:s : )?(\w+)$", log.read_text(), re.M)
         assert lines == [(str(client.pid), "one"), (str(client.pid), "two")]
 
 
@@ -288,15 +303,93 @@ class TestHandler:
         assert virlogd.VirlogdHandler is VirlogdHandler
 
     def test_a_handler_with_no_daemon_does_not_disturb_the_program(self, tmp_path, capsys):
-        """No exception and nothing on stderr when the daemon is away: the client holds."""
-        handler = VirlogdHandler(str(tmp_path / "nobody"))
+        """No exception and nothing on stderr while the daemon is away (the client holds);
+        closing the handler says, once, what was not delivered."""
+        path = str(tmp_path / "nobody")
+        handler = VirlogdHandler(path)
         log = logging.getLogger("app.handler.lonely")
         log.addHandler(handler)
         log.propagate = False
         log.error("nobody listens")
+        log.error("still nobody")
+        assert capsys.readouterr().err == ""
+        assert handler.undelivered == 2
         handler.close()
         log.removeHandler(handler)
-        assert capsys.readouterr().err == ""
+        handler.close()
+        assert capsys.readouterr().err == (
+            f"virlogd: warning: 2 records were not delivered to virlogd at {path}: "
+            f"No such file or directory\n")
+
+
+class TestNothingSilentAtExit:
+    """Issue 16, scenario 3: a program whose daemon is not there exits 0 as before, and
+    writes exactly one line on stderr saying what was not delivered, where and why."""
+
+    def test_a_handler_program_says_at_exit_what_it_could_not_deliver(self, tmp_path):
+        """12 records to nobody, no close(), a normal exit: atexit and logging.shutdown
+        both run, and the line is written once."""
+        path = str(tmp_path / "nobody")
+        _, out = python(f"""
+            import logging, virlogd
+            handler = virlogd.VirlogdHandler({path!r})
+            logging.basicConfig(handlers=[handler], level=logging.INFO)
+            for i in range(12):
+                logging.getLogger("app").info("record %d", i)
+            print(handler.undelivered)
+        """, stderr=f"virlogd: warning: 12 records were not delivered to virlogd at {path}: "
+                    f"No such file or directory\n")
+        assert out == "12\n"
+
+    def test_logging_shutdown_reports_once_and_exit_adds_nothing(self, tmp_path):
+        """logging.shutdown() (what a program calls before it exits on its own) writes the
+        line; the interpreter's exit afterwards writes no second one."""
+        path = str(tmp_path / "nobody")
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import logging, sys, virlogd
+            logging.getLogger().addHandler(virlogd.VirlogdHandler({path!r}))
+            logging.error("lost")
+            logging.shutdown()
+            print("after shutdown", file=sys.stderr)
+        """)], capture_output=True, text=True, timeout=30)
+        assert (proc.returncode, proc.stderr) == (0, (
+            f"virlogd: warning: 1 record was not delivered to virlogd at {path}: "
+            f"No such file or directory\nafter shutdown\n"))
+
+    def test_the_librarys_virlogd_output_reports_at_exit(self, tmp_path):
+        """LIBVIRT_LOG_OUTPUTS=1:virlogd:SOCKET with nobody there: one line at exit."""
+        path = str(tmp_path / "nobody")
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+            import virlogd
+            log = virlogd.getLogger("lib")
+            for i in range(3):
+                log.warning("lost %d", i)
+        """)], env=dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"1:virlogd:{path}"),
+            capture_output=True, text=True, timeout=30)
+        assert (proc.returncode, proc.stderr) == (0, (
+            f"virlogd: warning: 3 records were not delivered to virlogd at {path}: "
+            f"No such file or directory\n"))
+
+    def test_a_refused_connection_is_the_reason_given(self, tmp_path):
+        """A socket file nobody listens on (a daemon killed): "Connection refused"."""
+        path = str(tmp_path / "stale")
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(path)
+        stale.close()
+        python(f"""
+            from virlogd.client import Client
+            from virlogd.record import Record
+            Client({path!r}).send(Record(2, "x", "lost"))
+        """, stderr=f"virlogd: warning: 1 record was not delivered to virlogd at {path}: "
+                    f"Connection refused\n")
+
+    def test_a_program_whose_records_all_arrived_says_nothing(self, server):
+        python(f"""
+            import logging, virlogd
+            logging.basicConfig(handlers=[virlogd.VirlogdHandler({server.path!r})])
+            logging.warning("delivered")
+        """)
+        assert server.wait_for(1)[0].message == "delivered"
 
 
 class TestLibraryOutput:
@@ -314,7 +407,9 @@ class TestLibraryOutput:
         assert record.func == "<module>"
 
     def test_the_virlogd_output_never_raises_when_the_daemon_is_away(self, tmp_path):
-        """An unreachable daemon is counted as the output's drops, not an error."""
+        """An unreachable daemon is counted as the output's drops, not an error; closing
+        the output says how many records were not delivered (3 dropped, 5 held)."""
+        nobody = str(tmp_path / "nobody")
         _, out = python(f"""
             import virlogd
             from virlogd.outputs import OutputContext, build
@@ -328,5 +423,6 @@ class TestLibraryOutput:
             out.client.flush()
             print(out.dropped, out.failed)
             out.close()
-        """)
+        """, stderr=f"virlogd: warning: 8 records were not delivered to virlogd at {nobody}: "
+                    f"No such file or directory\n")
         assert out.split() == ["3", "0"]

@@ -148,8 +148,11 @@ def test_calls_only_the_ring_keeps_are_never_lost_to_a_concurrent_dump(tmp_path)
         sys.setswitchinterval(1e-5)       # switch threads often: dumps land mid-stream
         virlogd.configure(level=4, outputs="4:file:%s", buffer_size=16384)
         log = virlogd.getLogger("busy")
+        halfway = threading.Event()       # set after 2 dumps: both land mid-stream
         def work(tid):
             for i in range(20000):
+                if i == 10000:
+                    halfway.wait()
                 log.debug("t%%d %%d", tid, i)
         threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
         for t in threads:
@@ -158,6 +161,8 @@ def test_calls_only_the_ring_keeps_are_never_lost_to_a_concurrent_dump(tmp_path)
         while any(t.is_alive() for t in threads):
             dumps += 1
             virlogd.dump_buffer("Dump")
+            if dumps >= 2:
+                halfway.set()
         for t in threads:
             t.join()
         virlogd.dump_buffer("Dump")

@@ -257,3 +257,82 @@ def test_a_frame_freed_by_drop_oldest_finds_the_queue_consistent():
     assert q.drop_oldest(1) == 1
     assert seen == [(1, 5, [b"y" * 5])]
     assert (len(q), q.size) == (0, 0)
+
+
+# -- direct sends (issue 16: a record reaches the kernel before the logging call returns) ----
+class Hooks(Calls):
+    def sent(self):
+        self.log.append("sent")
+
+
+def direct(impl, flush_bytes=1 << 20, hold=100):
+    import socket
+    calls = Hooks()
+    q = impl(flush_bytes, hold, calls.first, calls.full, calls.sent)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    q.connected = True
+    q.sock = a
+    return q, calls, a, b
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_push_with_a_socket_and_nothing_queued_is_in_the_kernel_at_once(impl):
+    q, calls, a, b = direct(impl)
+    q.sent_limit = 3
+    q.push(b"one")
+    q.push(b"two")
+    assert b.recv(100) == b"onetwo"          # no take(), no thread: already written
+    assert (len(q), q.size, calls.log) == (0, 0, [])
+    q.push(b"three")                         # the third direct send: time to note them
+    assert calls.log == ["sent"]
+    assert q.take_sent() == [b"one", b"two", b"three"] and q.take_sent() == []
+    a.close(), b.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nothing_is_sent_directly_past_a_queued_frame_or_without_a_socket(impl):
+    q, calls, a, b = direct(impl)
+    q.sock = None
+    q.push(b"queued")
+    q.sock = a
+    q.push(b"after")                         # order: behind what is queued
+    assert q.take_all() == (0, [b"queued", b"after"], [])
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(100)
+    assert calls.log == ["first"]
+    a.close(), b.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_full_socket_queues_the_rest_and_says_how_much_went_out(impl):
+    q, calls, a, b = direct(impl)
+    frame = bytes(range(256)) * 64           # 16 kB
+    pushed = 0
+    while not len(q):
+        q.push(frame)
+        pushed += 1
+    head, frames, sent = q.take_all()
+    assert (len(frames), len(sent)) == (1, pushed - 1) and 0 <= head < len(frame)
+    assert calls.log[0] == "first"
+    b.setblocking(False)
+    data = b""
+    while True:
+        try:
+            data += b.recv(1 << 20)
+        except BlockingIOError:
+            break
+    assert data == frame * (pushed - 1) + frame[:head]
+    assert (q.head_sent, len(q), q.size) == (0, 0, 0)
+    a.close(), b.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_broken_connection_queues_the_frame_and_asks_for_a_write_now(impl):
+    q, calls, a, b = direct(impl)
+    b.close()
+    q.push(b"to nobody")
+    assert q.sock is None
+    assert calls.log == ["first", "full"]
+    assert q.take() == [b"to nobody"]
+    a.close()
