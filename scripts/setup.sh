@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # systemd-python build), rsyslog and systemd (the real syslog and journald the tests start),
 # util-linux (unshare, setpriv), make (for those who type make run), logrotate, man-db and
 # groff-base (man virlogd; the tests render the pages), sysvinit-utils (pidof).
-PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev make rsyslog rsyslog-gnutls systemd util-linux logrotate openssl man-db groff-base sysvinit-utils"
+PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev make rsyslog rsyslog-gnutls systemd util-linux logrotate openssl man-db groff-base sysvinit-utils libivykis0 libnet1 libpcre3 libwrap0 libjson-c5"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -69,3 +69,6 @@ done
 if [ -n "$rebuild" ]; then
     PYTHONWARNINGS=ignore .venv/bin/python setup.py -q build_ext --inplace >/dev/null
 fi
+
+# syslog-ng for the RFC 5424 tests, unpacked beside rsyslog (the two packages conflict)
+bash scripts/get-syslog-ng.sh

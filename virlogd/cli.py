@@ -106,8 +106,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         descriptors = check_settings(settings)      # the cap against RLIMIT_NOFILE
         if descriptors:
             warn(descriptors)
+        from .outputs import probe
+        unusable = probe.socket_warnings(settings) + \
+            probe.settings_warnings(settings, detached=args.daemon)
+        for problem in unusable:                    # outputs that cannot be opened
+            warn(problem)
         sys.stdout.write(settings_mod.render(settings, default))
-        return 1 if settings.problems or descriptors else 0
+        return 1 if settings.problems or descriptors or unusable else 0
+    if args.daemon:
+        # said now: once detached the daemon's stderr is /dev/null (it logs them too)
+        from .outputs import probe
+        for problem in probe.settings_warnings(settings, detached=True):
+            warn(problem)
     from .runner import run
     return run(settings, detach=args.daemon, pid_file=args.pid_file)
 

@@ -20,7 +20,8 @@ from . import crash, defaults, safepath, signals, systemd
 from .errors import ConfigError
 from .filters import FilterSet
 from .loop import EventLoop
-from .outputs import OutputContext, build
+from .fallback import Fallback
+from .outputs import OutputContext, build, probe
 from .outputs.file import FileOutput
 from .priority import parse_priority
 from .record import Record
@@ -57,6 +58,8 @@ class Daemon:
         self.syslog_input = None
         self.hangups = 0
         self.exit_status = 0
+        self.own_socket: Optional[probe.OwnSocket] = None   # what x:virlogd must not name
+        self._start_warnings: List[str] = []    # said on stderr, then logged once routed
 
     # -- start -----------------------------------------------------------------------
     def start(self) -> None:
@@ -69,6 +72,7 @@ class Daemon:
         signals.install(self.loop, stop=self.stop, dump=self.dump_signal, hangup=self.hangup)
         self._check_runtime_dirs()
         self._claim_sockets()
+        self.own_socket = self._own_socket()
         recovered = None
         ring_warning = None
         if s.log_buffer_size > 0:
@@ -84,8 +88,16 @@ class Daemon:
                                  f"{err.strerror or err}") from None
         outputs = self._build_outputs(self._effective_specs(self.output_specs, self.level),
                                       strict=False)
+        if not outputs:             # none could be opened: never run with no output at all
+            outputs = [out for out in (self._open_default(self.level),) if out is not None]
+            if outputs:
+                self._warn(f"no output could be opened; records go to "
+                           f"'{outputs[0].describe()}' instead")
         self.router = Router(RouterState(FilterSet(self.filters, self.level), outputs),
                              self.ring, dump_fallback=self._fallback_output)
+        self.router.fallback = Fallback(self._open_fallback)
+        for warning in self._start_warnings:
+            self.log(3, "virlogd.output", warning)
         if ring_warning is not None:
             self.log(3, "virlogd.daemon", ring_warning)
         if recovered:
@@ -153,6 +165,17 @@ class Daemon:
                 self.bound_paths.append(path)
             self.sockets[role] = sock
 
+    def _own_socket(self) -> probe.OwnSocket:
+        """Our client socket as a file (an activated one's path is its own name)."""
+        path = self.settings.socket_path
+        try:
+            name = self.sockets[systemd.CLIENT].getsockname()
+        except (OSError, KeyError):
+            name = None
+        if isinstance(name, str) and name.startswith("/"):
+            path = name
+        return probe.OwnSocket.bound_at(path)
+
     def _serve_sockets(self) -> None:
         from .admin import AdminServer
         from .server import ClientServer
@@ -169,24 +192,77 @@ class Daemon:
     def _fallback_output(self):
         """Where a dump goes when there is no text output: the default file of §3.4."""
         path = defaults.log_file()
-        defaults.ensure_parent(path)
+        defaults.make_log_dir(path)
         return FileOutput(OutputSpec(1, "file", path), self.ctx)
+
+    def _default_chain(self, level: int) -> List[OutputSpec]:
+        """The default output of §3.4, then what follows it: the default file when
+        detached, stderr in the foreground (detached, stderr is /dev/null)."""
+        first = defaults.default_output(level, self.detached)
+        chain = [first]
+        if self.detached and first.dest != "file":
+            chain.append(OutputSpec(level, "file", defaults.log_file()))
+        if not self.detached and first.dest != "stderr":
+            chain.append(OutputSpec(level, "stderr"))
+        return chain
+
+    def _open_default(self, level: int, skip=()):
+        """The first output of the default chain that opens, at *level* (not one whose
+        destination is in *skip*)."""
+        for spec in self._default_chain(level):
+            if (spec.dest, spec.name) in skip:
+                continue
+            built = self._build_outputs([spec], strict=False, quiet=True)
+            if built:
+                return built[0]
+        return None
+
+    def _open_fallback(self):
+        """For records no output took: the default chain, less the outputs in use (they
+        are the ones failing), at level 1 (it takes whatever the outputs did not)."""
+        return self._open_default(1, skip={(out.spec.dest, out.spec.name)
+                                           for out in self.router.state.outputs})
+
+    def _warn(self, message: str) -> None:
+        """A problem with an output: on stderr while starting (``-d`` prints it before it
+        detaches: see cli), and in the log."""
+        if self.router is None:
+            sys.stderr.write(f"virlogd: warning: {message}\n")
+            self._start_warnings.append(message)
+        else:
+            self.log(3, "virlogd.output", message)
+
+    def _is_default_file(self, spec: OutputSpec) -> bool:
+        return spec.dest == "file" and os.path.abspath(spec.name) == defaults.log_file()
 
     def _effective_specs(self, specs: List[OutputSpec], level: int) -> List[OutputSpec]:
         if specs:
             return specs
         return [defaults.default_output(level, self.detached)]
 
-    def _build_outputs(self, specs: List[OutputSpec], *, strict: bool, reuse=()) -> list:
+    def _build_outputs(self, specs: List[OutputSpec], *, strict: bool, reuse=(),
+                       quiet: bool = False) -> list:
         """Live outputs for *specs*. At start an output that cannot be opened is skipped
-        with a warning (the others must still work); a runtime change is all-or-nothing."""
+        with a warning (the others must still work); a runtime change is all-or-nothing.
+        ``outputs.probe`` says first what no open would (a directory, /proc/version, our own
+        socket); an output whose receiver is away is kept, with a warning."""
         reusable = {str(out.spec): out for out in reuse}
         built, fresh = [], []
         for spec in specs:
             if str(spec) in reusable:
                 built.append(reusable.pop(str(spec)))
                 continue
+            default_file = self._is_default_file(spec)
             try:
+                issue = probe.problem(spec, own_socket=self.own_socket,
+                                      remote_ca_file=self.settings.remote_ca_file,
+                                      create_dirs=default_file)
+                if issue is not None and issue.kind == probe.REFUSED:
+                    raise ValueError(issue.reason)
+                if issue is not None and not quiet:
+                    self._warn(probe.describe(spec, issue))
+                if default_file:
+                    defaults.make_log_dir(spec.name)
                 out = build(spec, self.ctx)
             except (OSError, ValueError) as err:
                 reason = getattr(err, "strerror", None) or str(err)
@@ -194,8 +270,8 @@ class Daemon:
                     for out in fresh:
                         out.close()
                     raise ConfigError(f"cannot open output '{spec}': {reason}") from None
-                sys.stderr.write(f"virlogd: warning: cannot open output '{spec}': {reason}; "
-                                 f"ignored\n")
+                if not quiet:
+                    self._warn(f"cannot open output '{spec}': {reason}; ignored")
                 continue
             built.append(out)
             fresh.append(out)
@@ -244,6 +320,8 @@ class Daemon:
         if self.router is not None:
             self.router.flush()
             self.router.close()
+            if self.router.fallback is not None:
+                self.router.fallback.close()
         if self.ring is not None:
             self.ring.close()
         self.loop.close()
@@ -347,6 +425,9 @@ class Daemon:
         for out, shown in zip(self.router.state.outputs, stats["outputs"]):
             if not out.failing:         # it works (again): no error now; "failed" counts them
                 shown["last_error"] = None
+        fallback = self.router.fallback.stats_row() if self.router.fallback else None
+        if fallback is not None:        # records no output took, written there instead
+            stats["outputs"].append(fallback)
         if self.client_server is not None:
             server = self.client_server.stats()
             stats["clients"] = server.get("clients", 0)

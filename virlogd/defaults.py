@@ -113,6 +113,33 @@ def default_output(level: int, detached: bool, *, journal: Optional[bool] = None
     return OutputSpec(level, "stderr")
 
 
+def log_dir_mode(uid=None) -> int:
+    """The mode of the default file's directories we create: 0755 for root (like /var/log),
+    0700 for a user (the XDG base directory spec's mode for ~/.cache)."""
+    return 0o755 if _is_root(uid) else 0o700
+
+
+def make_log_dir(path: str, uid=None) -> None:
+    """Create the missing directories above the default log file *path*, each with
+    ``log_dir_mode`` exactly (whatever the umask); raises OSError. Nothing else makes them
+    outside systemd (whose ``LogsDirectory=`` does it for the unit)."""
+    mode = log_dir_mode(uid)
+    missing = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            continue                    # made meanwhile (or not a directory: open says so)
+        os.chmod(directory, mode)
+
+
 def ensure_parent(path: str, mode: int = 0o700) -> None:
     """Create the directory holding *path* (like libvirt, with a private mode)."""
     os.makedirs(os.path.dirname(path) or ".", mode=mode, exist_ok=True)

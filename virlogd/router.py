@@ -62,6 +62,7 @@ class Router:
         self.flush_each = flush_each
         self.report_interval = report_interval
         self.dump_fallback = dump_fallback
+        self.fallback = None       # the daemon's fallback.Fallback: records no output took
         self.received = 0
         self.dropped: Dict[str, int] = {}
         self.serial = 0            # bumped on every change; lets callers cache decisions
@@ -182,6 +183,11 @@ class Router:
     def flush(self) -> None:
         with self._lock:
             self._flush(self.state.outputs)
+            if self.fallback is not None and self.fallback.pending:
+                lost = self.fallback.settle(self.state.outputs)
+                if lost:
+                    self.dropped["no output took it"] = \
+                        self.dropped.get("no output took it", 0) + lost
 
     def _flush(self, outputs: Sequence[Output]) -> None:
         for out in outputs:
@@ -194,6 +200,11 @@ class Router:
                     self._recovered(out)
 
     def _failed(self, failing: Output, err: Exception) -> None:
+        record = getattr(failing, "failed_record", None)     # set by Output.handle
+        if record is not None:
+            failing.failed_record = None
+            if self.fallback is not None:
+                self.fallback.note(record, failing)
         failing.failed += 1
         failing.failing, failing.recovering = True, False
         failing.last_error = f"{type(err).__name__}: {err}" if not isinstance(err, OSError) \
@@ -224,6 +235,7 @@ class Router:
                 out.flush()
             except Exception:  # noqa: BLE001 - counted, never reported recursively
                 out.failed += 1
+                out.failed_record = None
 
     # -- changes ---------------------------------------------------------------------
     def apply(self, state: RouterState) -> RouterState:

@@ -209,3 +209,59 @@ def test_the_daemon_forwards_a_clients_records_with_its_ident_and_pid(tmp_path, 
                          r'source="qemu.monitor" CODE="7"\] msg=forwarded', record[0])
     assert found, record
     assert int(found.group(1)) != daemon.pid        # the client's pid, not the relay's
+
+
+# -- RFC 5424: every PARAM-VALUE UTF-8 (§6.3.3), the BOM rules of MSG (§6.4) ----------------
+def not_utf8(data: bytes) -> str:
+    """What a client's bytes that are not UTF-8 look like in a record (surrogateescape)."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def test_bytes_that_are_not_utf8_are_escaped_reversibly_in_structured_data():
+    """A field value and a relayed tag with bytes that are not UTF-8: \\xHH, a literal \\x
+    as \\x5c, then the SD escapes; unreversible() gives the bytes back."""
+    from virlogd.outputs.remote import reversible, unreversible
+    record = Record(3, not_utf8(b"tag\xff"), "m", pid=7, ident=not_utf8(b"tag\xff"),
+                    time=1700000000.25,
+                    fields={"X": not_utf8(b"\xc3\xa9\xe9 C:\\xen"), "B": b"\xff\"]"})
+    assert format_message(record, "h", "virlogd") == (
+        b'<28>1 2023-11-14T22:13:20.250000Z h tag_ 7 - [virlogd@32473 source="tag\\\\xff" '
+        b'X="\xc3\xa9\\\\xe9 C:\\\\x5cxen" B="\\\\xff\\"\\]"] m')
+    for raw in (b"\xc3\xa9\xe9 C:\\xen", b"\\x41", b"\xed\xa0\x80", b"plain", b"\\"):
+        assert unreversible(reversible(not_utf8(raw))) == raw
+
+
+@pytest.mark.parametrize("message, wire", [
+    ("plain ASCII", b"plain ASCII"),
+    ("h\xe9llo \u2713", b"\xef\xbb\xbfh\xc3\xa9llo \xe2\x9c\x93"),
+    ("\ufeffits own BOM", b"\xef\xbb\xbf\xef\xbb\xbfits own BOM"),
+    (not_utf8(b"\xef\xbb\xbf\xff after a BOM"), b"\xef\xbb\xbf\xef\xbb\xbf\\xff after a BOM"),
+    (not_utf8(b"no BOM \xc3( bad"), b"no BOM \\xc3( bad"),
+])
+def test_msg_follows_the_bom_rules(message, wire):
+    """ASCII as it is; other UTF-8 after a BOM (MUST); never a BOM before invalid UTF-8."""
+    head = b'<28>1 2023-11-14T22:13:20.250000Z h a 7 - [virlogd@32473 source="a"] '
+    assert format_message(Record(3, "a", message, pid=7, ident="a", time=1700000000.25),
+                          "h", "virlogd") == head + wire
+
+
+def test_rsyslog_parses_frames_with_non_utf8_fields_tags_and_messages(rsyslog_server):
+    """Beside syslog-ng (test_syslog_ng.py): rsyslog parses every header field and the SD of
+    each frame, and what it writes is valid UTF-8."""
+    out = remote(f"tcp://127.0.0.1:{rsyslog_server.port}")
+    records = [Record(3, not_utf8(b"tag\xfe"), "relayed", pid=11, ident=not_utf8(b"tag\xfe")),
+               Record(3, "f", not_utf8(b"\xef\xbb\xbf\xff"), pid=12, ident="a",
+                      fields={"LIBVIRT_V": not_utf8(b"\xff\\x")}),
+               Record(3, "u", "\u00e9t\u00e9", pid=13, ident="a")]
+    try:
+        send(out, *records)
+        assert out.wait_sent(5)
+        lines = rsyslog_server.lines(5)
+    finally:
+        out.close()
+    assert lines[2:] == [
+        'app=tag_ procid=11 msgid=- pri=28 sd=[virlogd@32473 source="tag\\\\xfe"] msg=relayed',
+        'app=a procid=12 msgid=- pri=28 sd=[virlogd@32473 source="f" '
+        'LIBVIRT_V="\\\\xff\\\\x5cx"] msg=\ufeff\ufeff\\xff',
+        'app=a procid=13 msgid=- pri=28 sd=[virlogd@32473 source="u"] msg=\ufeff\u00e9t\u00e9']
+    rsyslog_server.text().encode("utf-8", "surrogateescape").decode("utf-8")

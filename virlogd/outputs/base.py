@@ -50,6 +50,8 @@ class Output:
         self.started = False
         self.failing = False        # the last attempt failed (set by the router)
         self.recovering = False     # a record was handled since: the next good flush ends it
+        self.failed_record: Optional[Record] = None   # the record handle() just failed on:
+                                    # the router hands it to the daemon's fallback output
 
     def header_records(self, when: float):
         return [Record(2, "util.log", f"virlogd version: {self.ctx.version}", time=when,
@@ -58,12 +60,16 @@ class Output:
                        pid=self.ctx.pid)]
 
     def handle(self, record: Record, line: str) -> None:
-        if not self.started:
-            self.started = True
-            from ..textformat import format_line
-            for header in self.header_records(record.time):
-                self.emit(header, format_line(header))
-        self.emit(record, line)
+        try:
+            if not self.started:
+                self.started = True
+                from ..textformat import format_line
+                for header in self.header_records(record.time):
+                    self.emit(header, format_line(header))
+            self.emit(record, line)
+        except Exception:
+            self.failed_record = record     # not taken: Router._failed decides where it goes
+            raise
         self.written += 1
 
     def emit(self, record: Record, line: str) -> None:   # pragma: no cover - abstract

@@ -16,7 +16,18 @@ Each record becomes one RFC 5424 message in RFC 6587 octet-counting framing
   documentation: virlogd has none of its own) with ``source``, ``func``, ``line``, ``file``
   when known, then the record's fields by name. Names are cut to 32 characters (RFC 5424
   allows a name to repeat); ``"``, ``\\`` and ``]`` in values are escaped.
-* MSG: the message, UTF-8 without a BOM (MSG-ANY); newlines are left for the collector.
+* Every PARAM-VALUE is UTF-8 (RFC 5424 §6.3.3), whatever the client sent: a byte that is not
+  part of valid UTF-8 (a field value, or a relayed syslog tag in ``source``) is written as
+  the four characters ``\\xHH`` (lower-case hex), and a backslash that is followed by ``x``
+  in the value itself is written ``\\x5c``, so the rule is reversible: after the collector
+  has undone the SD escapes, every ``\\xHH`` is the byte HH and nothing else changed
+  (``reversible()``; its inverse is ``unreversible()``). APP-NAME and HOSTNAME are printable
+  US-ASCII: anything else there becomes ``_`` (the record's ``source`` keeps the real tag).
+* MSG (§6.4): a message that is valid UTF-8 and pure ASCII goes as it is; one with other
+  characters is MSG-UTF8, preceded by the BOM (a message that itself starts with U+FEFF gets
+  the BOM before it, so the collector, which removes one, keeps the message's); a message that
+  is not valid UTF-8 gets the escapes above and then the same rule, so a collector never
+  receives a BOM followed by bytes that are not UTF-8. Newlines are left for the collector.
 
 Delivery: ``emit()`` only formats and queues; a sender thread owns the connection, so a slow
 or absent collector never blocks the daemon. The queue holds ``ctx.remote_queue_size``
@@ -86,13 +97,54 @@ def sd_name(name: str) -> str:
     return _NOT_SD_NAME.sub("_", name)[:32] or "_"
 
 
+def reversible(text: str) -> str:
+    """*text* as valid UTF-8: the bytes that were not (surrogateescape's U+DC80-U+DCFF, or
+    any other lone surrogate as its UTF-8 bytes) as ``\\xHH``, and a backslash followed by
+    ``x`` as ``\\x5c``, so that every ``\\xHH`` of the result is one byte."""
+    if "\\x" in text:
+        text = text.replace("\\x", "\\x5cx")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(_escape_surrogate, text)
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def _escape_surrogate(found) -> str:
+    code = ord(found.group(0))
+    if 0xDC80 <= code <= 0xDCFF:            # a byte surrogateescape carried
+        return f"\\x{code - 0xDC00:02x}"
+    return "".join(f"\\x{byte:02x}" for byte in found.group(0).encode("utf-8", "surrogatepass"))
+
+
+def unreversible(text: str) -> bytes:
+    """The inverse of ``reversible`` (for readers of a collector's files, and the tests)."""
+    return _ESCAPED_BYTE.sub(lambda m: bytes((int(m.group(1), 16),)), text.encode("utf-8"))
+
+
 def sd_value(value: Union[str, bytes, int]) -> str:
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "backslashreplace")
-    value = str(value)
+        value = value.decode("utf-8", "surrogateescape")
+    value = reversible(str(value))
     if '"' in value or "\\" in value or "]" in value:
         return _SD_ESCAPE.sub(r"\\\1", value)
     return value
+
+
+BOM = "\ufeff"
+
+
+def msg_part(message: str) -> str:
+    """MSG by RFC 5424 §6.4: ASCII as it is, anything else UTF-8 after a BOM."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        message = reversible(message)
+    return message if message.isascii() else BOM + message
 
 
 _second_cache = [-1, ""]
@@ -129,8 +181,8 @@ def format_message(record: Record, hostname: str, ident: str) -> bytes:
             f"{structured_data(record)}")
     message = record.message
     if message:
-        head = f"{head} {message}"
-    return head.encode("utf-8", "surrogateescape")
+        head = f"{head} {msg_part(message)}"
+    return head.encode("utf-8")
 
 
 def frame(message: bytes) -> bytes:
