@@ -48,6 +48,7 @@ import socket
 import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from . import wire
 from .errors import ConfigError
 from .sockets import bind_unix
 
@@ -71,6 +72,18 @@ def is_admin_request(first: bytes) -> bool:
 def answer_wrong_socket(conn: socket.socket) -> None:
     """Send WRONG_SOCKET on *conn* (non-blocking: a peer that does not read gets nothing)."""
     AdminServer._send(conn, WRONG_SOCKET)
+
+
+# And the other way round: a client's greeting (``virlog -S`` given the admin socket) gets
+# this answer at once, which virlog recognises, instead of a silent wait for a newline that
+# never comes (virlog then saw the end of file and took its records as delivered).
+NOT_CLIENT_SOCKET = {"ok": False, "error": "this is virlogd's admin socket, not its client "
+                     "socket", "socket": "admin"}
+
+
+def _client_greeting(buf: bytes) -> bool:
+    """Whether *buf*, the first bytes of an admin connection, start a client's greeting."""
+    return bool(buf) and wire.MAGIC.startswith(bytes(buf[:len(wire.MAGIC)]))
 
 
 def bind_admin_socket(path: str) -> socket.socket:
@@ -163,6 +176,11 @@ class AdminServer:
             self._close(conn)
             return
         conn.buf += data
+        if _client_greeting(conn.buf):
+            self.refused_requests += 1
+            self._send(conn.sock, NOT_CLIENT_SOCKET)
+            self._close(conn)
+            return
         while conn.sock.fileno() >= 0:
             line, sep, rest = conn.buf.partition(b"\n")
             if not sep:

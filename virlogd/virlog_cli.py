@@ -222,6 +222,27 @@ def _reconnect(path: str, why: OSError) -> socket.socket:
             delay = min(delay * 2, 1.0)
 
 
+class _Answers:
+    """The daemon's answers on one connection, for *replay*. An admin socket answers a
+    client's greeting with a JSON line (``admin.NOT_CLIENT_SOCKET``) instead: -S named the
+    wrong socket, a Failure that says so (a count's first bytes are never ``{"ok"``: that
+    would be some 10^13 records)."""
+
+    def __init__(self, replay: Replay, path: str) -> None:
+        self.replay = replay
+        self.path = path
+        self.first = True
+
+    def answer(self, data: bytes) -> None:
+        if self.first:
+            self.first = False
+            if data.startswith(b'{"ok"'):
+                raise Failure(f"{self.path} is virlogd's admin socket, for virlogd-admin, not "
+                              f"its client socket: give -S the client socket (virlogd's "
+                              f"--socket); nothing was delivered")
+        self.replay.answer(data)
+
+
 def send(path: str, batches: Iterator[List[bytes]], absent=()) -> None:
     """Connect, send every batch, then wait for the daemon to confirm it read them all.
 
@@ -230,6 +251,7 @@ def send(path: str, batches: Iterator[List[bytes]], absent=()) -> None:
     record the dead daemon routed just before it died may arrive twice."""
     sock = _connect(path, absent)
     replay = Replay(REPLAY_LIMIT)
+    answers = _Answers(replay, path)
     try:
         try:
             sock.sendall(wire.HELLO)
@@ -238,20 +260,24 @@ def send(path: str, batches: Iterator[List[bytes]], absent=()) -> None:
                     try:
                         sock.sendall(b"".join(frames))
                     except OSError as err:
-                        read_answers(sock, replay)
+                        read_answers(sock, answers)
                         frames, lost = replay.lost_connection(frames)
                         sock.close()
                         sock = _reconnect(path, err)
+                        answers = _Answers(replay, path)
                         if lost:
                             print(f"{PROG}: warning: {lost} record(s) sent to the stopped "
                                   f"daemon were never confirmed", file=sys.stderr)
                         continue
                     replay.sent(frames)
-                    read_answers(sock, replay)
+                    read_answers(sock, answers)
                     break
             sock.shutdown(socket.SHUT_WR)
-            while sock.recv(4096):
-                pass
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                answers.answer(data)
         except OSError as err:
             raise Failure(f"lost connection to virlogd at {path}: {err.strerror or err}") \
                 from None

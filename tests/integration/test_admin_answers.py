@@ -141,3 +141,24 @@ def test_the_audit_line_names_the_output_in_effect(tmp_path):
             f"{os.geteuid()} pid ")
     finally:
         assert d.stop() == 0
+
+
+def test_virlog_given_the_admin_socket_fails_and_says_so(tmp_path):
+    """virlog -S ADMIN-SOCKET once exited 0 and its records went nowhere (the admin server
+    waited for a newline, then saw the end of file). Now: exit 1, naming the socket."""
+    log = tmp_path / "out.log"
+    d = Daemon(tmp_path, outputs=f"1:file:{log}")
+    expected = (f"virlog: error: {d.admin_socket} is virlogd's admin socket, for "
+                f"virlogd-admin, not its client socket: give -S the client socket (virlogd's "
+                f"--socket); nothing was delivered\n")
+    try:
+        runs = [d.virlog("-S", d.admin_socket, "-p", "error", "one message"),
+                d.virlog("-S", d.admin_socket, "-p", "error",
+                         input="".join(f"line {i}\n" for i in range(20000)))]
+        assert [(r.returncode, r.stdout, r.stderr) for r in runs] == [(1, "", expected)] * 2
+        assert d.virlog("-p", "error", "the client socket").returncode == 0
+        text = read_until(log, "the client socket")
+        assert "one message" not in text and "line 0" not in text
+        assert stats(d)["admin"]["refused_requests"] == 2
+    finally:
+        assert d.stop() == 0
