@@ -87,6 +87,16 @@ class Fallback:
         self.taken += 1
         return True
 
+    def tell(self, report: Record) -> None:
+        """A report about an output (it failed, it works again) for whoever reads the
+        fallback: written only once the fallback is in use."""
+        if self.output is not None and self._write(report):
+            try:
+                self.output.flush()
+            except Exception as err:  # noqa: BLE001
+                self.output.failed += 1
+                self.output.last_error = str(err)
+
     def _write(self, record: Record) -> bool:
         try:
             self.output.handle(record, format_line(record, True) if record.stack

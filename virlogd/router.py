@@ -236,6 +236,8 @@ class Router:
             except Exception:  # noqa: BLE001 - counted, never reported recursively
                 out.failed += 1
                 out.failed_record = None
+        if self.fallback is not None:       # its reader learns it too, once it is in use
+            self.fallback.tell(report)
 
     # -- changes ---------------------------------------------------------------------
     def apply(self, state: RouterState) -> RouterState:

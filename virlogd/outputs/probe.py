@@ -80,9 +80,12 @@ def problem(spec, *, own_socket: Optional[OwnSocket] = None, remote_ca_file=None
         reason = virlogd_problem(spec.name, own_socket)
         return Problem(REFUSED, reason) if reason else None
     if dest == "remote" and remote_ca_file and spec.name.startswith("tls://"):
-        if not os.access(remote_ca_file, os.R_OK):
-            return Problem(REFUSED, f"cannot read the CA file '{remote_ca_file}' "
-                                    f"(remote_ca_file)")
+        try:
+            with open(remote_ca_file, "rb"):
+                pass
+        except OSError as err:      # the output's own words (RemoteOutput._ssl_context)
+            return Problem(REFUSED, f"cannot load the CA file '{remote_ca_file}' "
+                                    f"(remote_ca_file): {err.strerror or err}")
     return None
 
 
@@ -99,12 +102,19 @@ def file_problem(path: str, *, create_dirs: bool = False) -> Optional[str]:
         return None                     # opened read-write and non-blocking: never waits
     if stat.S_ISSOCK(info.st_mode):
         return "it is a socket, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return None         # a device: opening one can act (a tape rewinds, a watchdog arms)
+    from .. import safepath
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_NONBLOCK
-                     | os.O_CLOEXEC)
+        # as the output will open it (a symlink planted by another user is refused), and
+        # never created or truncated here
+        fd = safepath.open_output(path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY
+                                  | os.O_NONBLOCK)
     except OSError as err:
-        return err.strerror or str(err)
+        return getattr(err, "strerror", None) or str(err)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None     # swapped meanwhile: the output's own open decides
         os.write(fd, b"")
     except OSError as err:
         return f"it does not accept writes ({err.strerror or err})"

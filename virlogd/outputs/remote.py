@@ -103,6 +103,8 @@ def reversible(text: str) -> str:
     ``x`` as ``\\x5c``, so that every ``\\xHH`` of the result is one byte."""
     if "\\x" in text:
         text = text.replace("\\x", "\\x5cx")
+    if text.isascii():                  # the usual value: no surrogate can be there
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -140,6 +142,8 @@ BOM = "\ufeff"
 
 def msg_part(message: str) -> str:
     """MSG by RFC 5424 §6.4: ASCII as it is, anything else UTF-8 after a BOM."""
+    if message.isascii():
+        return message
     try:
         message.encode("utf-8")
     except UnicodeEncodeError:
