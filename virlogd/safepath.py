@@ -93,7 +93,9 @@ def open_output(path: str, flags: int, mode: int = 0o600) -> int:
     symlink, it is followed only when it belongs to us or root, and it must still be the
     same link after the open (a swap in between is refused, not followed)."""
     flags |= os.O_CLOEXEC
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.abspath(path)
+    _check_ancestors(path)
+    directory = os.path.dirname(path)
     try:
         shared = shared_directory(os.stat(directory))
     except OSError:
@@ -110,10 +112,8 @@ def open_output(path: str, flags: int, mode: int = 0o600) -> int:
             raise err from None
         if not stat.S_ISLNK(before.st_mode):
             raise
-    euid = os.geteuid()
-    if not _trusted_owner(before.st_uid, euid):
-        raise UnsafePath(f"refusing to follow the symbolic link {path}: it is owned by uid "
-                         f"{before.st_uid} in {directory}, which other users can write to")
+    if not _trusted_owner(before.st_uid, os.geteuid()):
+        raise _refused_link(path, before, directory)
     fd = os.open(path, flags, mode)
     try:
         after = os.lstat(path)
@@ -124,6 +124,35 @@ def open_output(path: str, flags: int, mode: int = 0o600) -> int:
         raise UnsafePath(f"refusing to follow the symbolic link {path}: it was replaced "
                          f"while being opened")
     return fd
+
+
+def _refused_link(path: str, link: os.stat_result, directory: str) -> UnsafePath:
+    return UnsafePath(f"refusing to follow the symbolic link {path}: it is owned by uid "
+                      f"{link.st_uid} in {directory}, which other users can write to")
+
+
+def _check_ancestors(path: str) -> None:
+    """Refuse a symlink among the directories above *path* (``/tmp/x`` in ``/tmp/x/y.log``)
+    that another user planted in a directory they can write to: the same rule as for the
+    file itself, one component at a time, as the kernel's ``protected_symlinks`` would."""
+    euid = os.geteuid()
+    prefix = "/"
+    for part in os.path.dirname(path).split("/"):
+        if not part:
+            continue
+        parent, prefix = prefix, os.path.join(prefix, part)
+        try:
+            link = os.lstat(prefix)
+        except OSError:
+            return                        # missing: the open will say so
+        if not stat.S_ISLNK(link.st_mode) or _trusted_owner(link.st_uid, euid):
+            continue
+        try:
+            shared = shared_directory(os.stat(parent), euid)
+        except OSError:
+            shared = True
+        if shared:
+            raise _refused_link(prefix, link, parent)
 
 
 def create_private(path: str, flags: int = os.O_RDWR, mode: int = 0o600) -> int:

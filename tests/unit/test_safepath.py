@@ -103,3 +103,25 @@ def test_open_output_in_a_private_directory_follows_any_symlink(tmp_path, root_o
     os.lchown(tmp_path / "link", NOBODY, NOBODY)
     fd = safepath.open_output(str(tmp_path / "link"), os.O_WRONLY | os.O_APPEND)
     os.close(fd)
+
+
+def test_open_output_refuses_a_directory_symlink_planted_above_the_file(tmp_path, root_only):
+    """/shared/logs -> /elsewhere made by another user: /shared/logs/app.log is refused,
+    although /elsewhere itself is root's; the same link made by us is followed."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, shared / "logs")
+    os.lchown(shared / "logs", NOBODY, NOBODY)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    with pytest.raises(safepath.UnsafePath) as err:
+        safepath.open_output(str(shared / "logs" / "app.log"), flags)
+    assert str(err.value) == (f"refusing to follow the symbolic link {shared}/logs: it is "
+                              f"owned by uid {NOBODY} in {shared}, which other users can "
+                              f"write to")
+    assert list(elsewhere.iterdir()) == []
+    os.lchown(shared / "logs", 0, 0)
+    os.close(safepath.open_output(str(shared / "logs" / "app.log"), flags))
+    assert (elsewhere / "app.log").is_file()
