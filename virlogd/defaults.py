@@ -36,7 +36,9 @@ def runtime_dir(env=None, uid=None) -> str:
         return "/run/virlogd"
     base = env.get("XDG_RUNTIME_DIR", "")
     if not os.path.isabs(base):
-        # no session runtime dir (cron, su without a login): a private per-user directory
+        # no session runtime dir (cron, su without a login): a per-user directory, whose name
+        # anyone can take first: the daemon refuses it unless the user (or root) owns it and
+        # nobody else may write to it (safepath.check_runtime_dir)
         return f"/tmp/virlogd-{os.geteuid() if uid is None else uid}"
     return os.path.join(base, "virlogd")
 
