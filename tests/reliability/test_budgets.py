@@ -280,6 +280,11 @@ def test_out_of_descriptors_the_daemon_rests_serves_its_clients_and_reports(tmp_
         hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)[1]
         resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (limit, hard))
         thread.start()
+        read_until(log, "cannot accept connections")    # the last free descriptor is taken
+        # an administrator's request waits too (its socket must not spin either)
+        admin = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        admin.connect(d.admin_socket)
+        admin.sendall(b'{"cmd": "stats"}\n')
         time.sleep(1.0)
         cpu0, t0 = cpu_seconds(d.pid), time.monotonic()
         for index in range(10):
@@ -287,10 +292,19 @@ def test_out_of_descriptors_the_daemon_rests_serves_its_clients_and_reports(tmp_
             time.sleep(0.3)
         cpu = (cpu_seconds(d.pid) - cpu0) / (time.monotonic() - t0)
         text = read_until(log, "while saturated 9")
-        stop.set()
+        admin.settimeout(0.3)
+        try:
+            early = admin.recv(1)             # not accepted while no descriptor is free
+        except socket.timeout:
+            early = None
+        stop.set()                            # (the crowd's sockets close: descriptors free)
         thread.join(30)
+        assert early is None, early
         resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (hard, hard))
-        server_stats = stats(d)["server"]
+        # the waiting request is answered once descriptors are back
+        admin.settimeout(30)
+        server_stats = json.loads(admin.makefile("rb").readline())["result"]["server"]
+        admin.close()
         text = log.read_text()
     finally:
         stop.set()
@@ -336,10 +350,10 @@ def datagrams(receiver, seconds: float):
 
 
 def test_watchdog_pings_come_from_the_loop_at_half_the_interval(tmp_path):
-    """WATCHDOG_USEC=400000 (WatchdogSec=0.4): WATCHDOG=1 every 0.2 s while the loop runs,
+    """WATCHDOG_USEC=1000000 (WatchdogSec=1): WATCHDOG=1 every 0.5 s while the loop runs,
     none while it is stopped (SIGSTOP stands for a hung loop), and again once it runs."""
     receiver, path = notify_receiver(tmp_path)
-    env = isolated_env(tmp_path, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+    env = isolated_env(tmp_path, NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
     d = Daemon(tmp_path, outputs="3:stderr", env=env, wait=False)
     try:
         got = datagrams(receiver, 3.0)
@@ -348,17 +362,17 @@ def test_watchdog_pings_come_from_the_loop_at_half_the_interval(tmp_path):
         d.kill(signal.SIGSTOP)
         time.sleep(0.1)
         datagrams(receiver, 0.1)              # what was sent before the stop
-        hung = datagrams(receiver, 1.0)
+        hung = datagrams(receiver, 1.5)
         d.kill(signal.SIGCONT)
-        after = [m for _t, m in datagrams(receiver, 1.0) if m == "WATCHDOG=1"]
+        after = [m for _t, m in datagrams(receiver, 1.5) if m == "WATCHDOG=1"]
     finally:
         receiver.close()
         assert d.stop() == 0
     gaps = [b - a for a, b in zip(pings, pings[1:])]
-    print(f"\nWATCHDOG_USEC=400000: {len(pings)} pings in 3 s, gaps "
+    print(f"\nWATCHDOG_USEC=1000000: {len(pings)} pings in 3 s, gaps "
           f"{min(gaps):.3f}-{max(gaps):.3f} s; {len(hung)} while stopped")
-    assert len(pings) >= 8                    # ~13 expected once ready; generous for a slow host
-    assert max(gaps) < 0.4                    # never the whole interval without one
+    assert len(pings) >= 4                    # ~5 expected once ready; generous for a slow host
+    assert max(gaps) < 1.0                    # never the whole interval without one
     assert hung == []
     assert after
 
