@@ -122,9 +122,11 @@ class Client:
             self.send_frame(wire.encode(record))
 
     def send_frame(self, frame: bytes) -> None:
-        """Queue one already-encoded frame (``wire.encode``/``wire.encode_parts``); it is
-        written by the background thread a moment later, or at once by this call when the
-        queue passes ``FLUSH_BYTES`` (or ``hold`` frames while disconnected).
+        """Send one already-encoded frame (``wire.encode``/``wire.encode_parts``): written
+        by this call (a non-blocking send) when connected with nothing queued; else queued,
+        for the background thread a moment later, or for this call once the queue passes
+        ``FLUSH_BYTES`` (or ``hold`` frames while disconnected). Not connected: the first
+        frame queued tries to connect, in this call.
 
         (Each client replaces this method by its queue's ``push``, which does the same.)"""
         self._queue.push(frame)
@@ -169,8 +171,14 @@ class Client:
         caller's thread (a fresh process's first record then leaves before the call
         returns); else, or if that fails, the background thread writes it. A closed client
         that is used again comes back to life."""
-        if self._sock is None and not self._closed and self._flush(force=False):
-            return
+        if self._sock is None and not self._closed and self._send_lock.acquire(blocking=False):
+            # (never waits for the lock: a signal handler that logs while this thread is
+            # writing must not deadlock; whoever holds it is writing anyway)
+            try:
+                if self._flush_locked(force=False):
+                    return
+            finally:
+                self._send_lock.release()
         with self._lock:
             if self._thread is None or self._closed:
                 self._closed = False
@@ -210,21 +218,24 @@ class Client:
     # -- sending ---------------------------------------------------------------------
     def _flush(self, force: bool) -> bool:
         with self._send_lock:
-            with self._lock:
-                if not len(self._queue) and not self.dropped:
-                    if self._sock is not None:
-                        self._replay.sent(self._queue.take_sent())
-                    return True
-            if self._sock is None and not self._connect(force):
-                self._trim()
-                return False
-            if self._send_buffer():
+            return self._flush_locked(force)
+
+    def _flush_locked(self, force: bool) -> bool:
+        with self._lock:
+            if not len(self._queue) and not self.dropped:
+                if self._sock is not None:
+                    self._replay.sent(self._queue.take_sent())
                 return True
-            # the daemon went away (restart?): one immediate attempt at a new connection
-            if self._connect(True) and self._send_buffer():
-                return True
+        if self._sock is None and not self._connect(force):
             self._trim()
             return False
+        if self._send_buffer():
+            return True
+        # the daemon went away (restart?): one immediate attempt at a new connection
+        if self._connect(True) and self._send_buffer():
+            return True
+        self._trim()
+        return False
 
     def _send_buffer(self) -> bool:
         sock = self._sock
