@@ -45,8 +45,9 @@ print("done", client.dropped_total, flush=True)
 """
 
 LEVELS = {"debug": 1, "info": 2, "warning": 3, "error": 4}
-RECORD = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: (\d+): (\w+) : c(\d+) "
-                    rb"seq (\d+) (x*)$")
+# a client's record is relayed: its line names its source (load.cN) after the level
+RECORD = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: (\d+): (\w+) : "
+                    rb"load\.c\d+ : c(\d+) seq (\d+) (x*)$")
 
 # Every change keeps load.* at 1 and the main file at 1, so every record must reach it.
 FILTER_CHANGES = ["1:load", "4:virlogd.admin 1:load 3:unrelated", "1:load.c 2:*", "1:*"]
