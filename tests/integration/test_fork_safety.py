@@ -147,3 +147,36 @@ def test_os_fork_children_that_os_exit_lose_nothing(tmp_path, daemon, mode):
         assert [int(i) for p, c, i in got if c == str(n)] == list(range(100))
         assert {p for p, c, i in got if c == str(n)} == {pid}
     assert len(lines(daemon, r": \d+: info : (?:.* : )?parent before the forks$", 1)) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_child_forked_while_a_parents_thread_holds_the_clients_locks_logs(tmp_path, daemon,
+                                                                           mode):
+    """A thread of the parent holds the client's locks (as a writer does) at the moment of
+    the fork: the child's client has fresh ones, so its record goes out instead of hanging."""
+    run(tmp_path, daemon, """
+        import logging, os, sys, threading
+        import virlogd
+        handler = virlogd.VirlogdHandler(sys.argv[1])
+        log = logging.getLogger("locks")
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        log.info("parent first")
+        held, release = threading.Event(), threading.Event()
+        def writer():
+            with handler.client._send_lock, handler.client._lock:
+                held.set()
+                release.wait()
+        thread = threading.Thread(target=writer)
+        thread.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            log.info("child %d despite the locks", os.getpid())
+            os._exit(0)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        release.set()
+        thread.join()
+    """, mode)
+    assert len(lines(daemon, r": (\d+): info : (?:.* : )?child \1 despite the locks$", 1)) == 1
