@@ -20,7 +20,7 @@ from . import crash, defaults, safepath, signals, systemd
 from .errors import ConfigError
 from .filters import FilterSet
 from .loop import EventLoop
-from .fallback import Fallback
+from .fallback import Fallback, NoOutput
 from .outputs import OutputContext, build, probe
 from .outputs.file import FileOutput
 from .priority import parse_priority
@@ -93,6 +93,10 @@ class Daemon:
             if outputs:
                 self._warn(f"no output could be opened; records go to "
                            f"'{outputs[0].describe()}' instead")
+            else:                   # each record fails here: counted as dropped, not lost
+                outputs = [NoOutput(self.ctx)]
+                self._warn("no output could be opened, nor the default output: records "
+                           "will be counted as dropped")
         self.router = Router(RouterState(FilterSet(self.filters, self.level), outputs),
                              self.ring, dump_fallback=self._fallback_output)
         self.router.fallback = Fallback(self._open_fallback)

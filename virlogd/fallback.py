@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from .outputs.base import Output
 from .record import Record
+from .specs import OutputSpec
 from .textformat import format_line
 
 DROP_REASON = "no output took it"
@@ -120,3 +122,21 @@ class Fallback:
                 self.output.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+class NoOutput(Output):
+    """What the daemon routes to when not even the default output could be opened: every
+    record fails here, so the router counts it (``no output took it``) instead of letting it
+    vanish, and ``stats`` shows why."""
+
+    def __init__(self, ctx) -> None:
+        super().__init__(OutputSpec(1, "stderr"), ctx)
+
+    def describe(self) -> str:
+        return "(no output)"
+
+    def header_records(self, when: float):
+        return []
+
+    def emit(self, record, line: str) -> None:
+        raise OSError("no output could be opened, nor the default output")

@@ -317,6 +317,35 @@ def test_records_no_output_and_no_fallback_took_are_counted_as_dropped(tmp_path)
     assert list(varlog.iterdir()) == []
 
 
+def test_with_not_even_the_default_output_every_record_is_counted_as_dropped(tmp_path):
+    """No outputs configured, no journald, detached, /var/log read-only: said before
+    detaching, and each record counted under "no output took it"."""
+    need_namespace()
+    varlog = tmp_path / "varlog"
+    varlog.mkdir()
+    d = tmp_path / "d"
+    d.mkdir()
+    cmd = in_namespace(daemon_args(d), "robind", str(varlog), "/var/log", "nojournal")
+    daemon = Detached(cmd, isolated_env(tmp_path), d / "virlogd.pid", str(d / "s"),
+                      str(d / "a"))
+    try:
+        assert daemon.launch.stderr == (
+            "virlogd: warning: cannot open output '3:file:/var/log/virlogd/virlogd.log': "
+            "cannot create the directory /var/log/virlogd: Read-only file system; ignored\n"
+            "virlogd: warning: no output could be opened, nor the default output: records "
+            "will be counted as dropped\n")
+        for i in range(3):
+            daemon.virlog("-p", "error", f"nowhere {i}")
+        stats = wait_for(lambda: (lambda s: s if re.search(
+            r"^   no output took it: +5$", s, re.M) else None)(daemon.stats()), 10,
+            "3 records and the 2 start warnings counted as dropped")
+        assert re.search(r"^ Records dropped: +5$", stats, re.M), stats
+        assert re.search(r"^ \(no output\) +0 +5 +0  no output could be opened, nor the "
+                         r"default output$", stats, re.M), stats
+    finally:
+        daemon.stop()
+
+
 def test_in_the_foreground_records_no_output_took_go_to_stderr(tmp_path):
     """x:syslog with nothing at /dev/log, foreground: the warning and the records on stderr."""
     need_namespace()

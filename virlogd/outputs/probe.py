@@ -145,7 +145,11 @@ def _creatable(directory: str, create_dirs: bool) -> Optional[str]:
     if not os.access(directory, os.W_OK | os.X_OK):
         what = f"create the directory {missing[-1]}" if missing else \
             f"create files in {directory}"
-        return f"cannot {what}: Permission denied"
+        try:
+            read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        return f"cannot {what}: {'Read-only file system' if read_only else 'Permission denied'}"
     return None
 
 
