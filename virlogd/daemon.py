@@ -59,6 +59,7 @@ class Daemon:
         self.hangups = 0
         self.exit_status = 0
         self.own_socket: Optional[probe.OwnSocket] = None   # what x:virlogd must not name
+        self.own_syslog: Optional[probe.OwnSocket] = None   # what x:syslog must not reach
         self._start_warnings: List[str] = []    # said on stderr, then logged once routed
 
     # -- start -----------------------------------------------------------------------
@@ -73,6 +74,8 @@ class Daemon:
         self._check_runtime_dirs()
         self._claim_sockets()
         self.own_socket = self._own_socket()
+        if s.syslog_socket_path:
+            self.own_syslog = probe.OwnSocket.bound_at(s.syslog_socket_path)
         recovered = None
         ring_warning = None
         if s.log_buffer_size > 0:
@@ -259,6 +262,7 @@ class Daemon:
             default_file = self._is_default_file(spec)
             try:
                 issue = probe.problem(spec, own_socket=self.own_socket,
+                                      own_syslog=self.own_syslog,
                                       remote_ca_file=self.settings.remote_ca_file,
                                       create_dirs=default_file)
                 if issue is not None and issue.kind == probe.REFUSED:

@@ -407,6 +407,19 @@ def test_check_config_refuses_an_output_to_its_own_socket(tmp_path):
                            f"forever; ignored\n")
 
 
+def test_check_config_refuses_a_syslog_output_into_the_daemons_own_syslog_input(tmp_path):
+    """syslog_socket_path = "/dev/log" (the daemon replaces the syslog daemon) and an
+    x:syslog output: records would come back through /dev/log forever."""
+    conf = tmp_path / "virlogd.conf"
+    conf.write_text('syslog_socket_path = "/dev/log"\nlog_outputs = "1:syslog:virlogd 1:stderr"\n')
+    done = subprocess.run([VIRLOGD, "-t", "-f", str(conf)], env=isolated_env(tmp_path),
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert done.stderr == ("virlogd: warning: cannot open output '1:syslog:virlogd': /dev/log is "
+                           "this daemon's own syslog input: every record would come back to "
+                           "it, forever; ignored\n")
+
+
 def test_virlogd_admin_refuses_an_output_to_the_daemons_own_socket(tmp_path):
     """All-or-nothing: the whole change is refused, the outputs stay as they were."""
     d = Daemon(tmp_path, outputs="1:stderr")

@@ -63,9 +63,12 @@ class OwnSocket(NamedTuple):
 
 
 def problem(spec, *, own_socket: Optional[OwnSocket] = None, remote_ca_file=None,
-            create_dirs: bool = False) -> Optional[Problem]:
+            create_dirs: bool = False,
+            own_syslog: Optional[OwnSocket] = None) -> Optional[Problem]:
     """What stops output *spec* working, or None. *create_dirs*: the daemon will create the
-    file's missing directories (the default output's), so only their creation is checked."""
+    file's missing directories (the default output's), so only their creation is checked.
+    *own_socket*, *own_syslog*: the daemon's client socket and syslog input, which its own
+    outputs must not feed."""
     dest = spec.dest
     if dest == "file":
         reason = file_problem(spec.name, create_dirs=create_dirs)
@@ -74,6 +77,9 @@ def problem(spec, *, own_socket: Optional[OwnSocket] = None, remote_ca_file=None
         from ..defaults import JOURNAL_SOCKET
         from .syslog import DEV_LOG
         path = DEV_LOG if dest == "syslog" else JOURNAL_SOCKET
+        if dest == "syslog" and own_syslog is not None and own_syslog.is_named_by(path):
+            return Problem(REFUSED, f"{path} is this daemon's own syslog input: every record "
+                                    f"would come back to it, forever")
         reason = receiver_problem(path, dest)
         return Problem(UNREACHABLE, reason) if reason else None
     if dest == "virlogd":
@@ -211,10 +217,12 @@ def settings_warnings(settings, *, detached: bool) -> List[str]:
     from ..specs import OutputSpec
     specs = list(settings.outputs) or [defaults.default_output(settings.log_level, detached)]
     own = OwnSocket(os.path.abspath(settings.socket_path))
+    syslog_input = getattr(settings, "syslog_socket_path", None)
+    own_syslog = OwnSocket(os.path.abspath(syslog_input)) if syslog_input else None
     default_file = defaults.log_file()
     warnings, refused = [], 0
     for spec in specs:
-        issue = problem(spec, own_socket=own,
+        issue = problem(spec, own_socket=own, own_syslog=own_syslog,
                         remote_ca_file=getattr(settings, "remote_ca_file", None),
                         create_dirs=spec.dest == "file"
                         and os.path.abspath(spec.name) == default_file)
