@@ -249,3 +249,26 @@ def test_the_daemon_relays_a_non_utf8_field_to_syslog_ng_and_rsyslog(tmp_path, s
                         r'source="latin1" LIBVIRT_NAME="caf\\\\xe9 \\\\xff"\] '
                         r'msg=msg caf\\xe9 \\xff', relayed[0]), relayed
     rsyslog_server.text().encode("utf-8", "surrogateescape").decode("utf-8")
+
+
+def test_a_relayed_syslog_tag_that_is_not_utf8_reaches_syslog_ng_parsed(tmp_path, syslog_ng):
+    """A program's RFC 3164 datagram to the daemon's syslog input, its tag in Latin-1: the
+    daemon forwards it; syslog-ng parses the frame, the tag comes back from the escapes."""
+    from tests.daemonproc import Daemon
+    conf = tmp_path / "virlogd.conf"
+    syslog_in = tmp_path / "syslog-in"
+    conf.write_text(f'syslog_socket_path = "{syslog_in}"\n')
+    daemon = Daemon(tmp_path, ["-f", str(conf)],
+                    outputs=f"1:remote:tcp://127.0.0.1:{syslog_ng.port}")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"<28>Nov  3 14:29:04 caf\xe9: relayed \xff bytes", str(syslog_in))
+        parsed = syslog_ng.messages(3)
+    finally:
+        assert daemon.stop() == 0
+    assert [m for m in parsed if m.get("PROGRAM") == "syslog-ng"] == []
+    relayed = [m for m in parsed if unreversible(m["_SDATA"][SD_ID]["source"]) == b"caf\xe9"]
+    assert len(relayed) == 1, parsed
+    assert relayed[0]["PROGRAM"] == "caf_"
+    assert unreversible(relayed[0]["MESSAGE"]) == b"relayed \xff bytes"
+    syslog_ng.raw().decode("utf-8")
