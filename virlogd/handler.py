@@ -58,9 +58,10 @@ class VirlogdHandler(logging.Handler):
     """Sends every record it handles to the daemon at *socket_path* (None: the default)."""
 
     def __init__(self, socket_path: Optional[str] = None, level: int = logging.NOTSET, *,
-                 hold: int = 10000) -> None:
+                 hold: int = 10000, direct: bool = True) -> None:
         super().__init__(level)
-        self.client = Client(socket_path, hold=hold)
+        # direct=False: batched only (see Client): cheaper, but os._exit can lose the last ms
+        self.client = Client(socket_path, hold=hold, direct=direct)
         self.ident = _program()
         # With wire's C twin, a LogRecord reaching a handler with no filters and no formatter
         # is handled in one C call that does what handle() and emit() below do; everything

@@ -54,10 +54,21 @@ class TestClient:
         assert [r.message for r in records] == [f"m{i}" for i in range(5000)]
         assert {r.pid for r in records} == {os.getpid()}
 
-    def test_a_quiet_client_is_flushed_without_being_asked(self, server):
-        """A single record leaves within milliseconds even if nobody calls flush()."""
+    def test_a_record_is_written_before_send_returns(self, server):
+        """The default: the first send connects and writes the frame in the caller's
+        thread; nothing is left for the background thread."""
         client = Client(server.path)
+        client.send(Record(3, "direct", "in the kernel already"))
+        assert (client.connected, len(client._queue), client._thread) == (True, 0, None)
+        assert server.wait_for(1, "direct")[0].message == "in the kernel already"
+        client.close()
+
+    def test_a_quiet_batching_client_is_flushed_without_being_asked(self, server):
+        """direct=False: the record waits in the queue, and the background thread writes
+        it within milliseconds even if nobody calls flush()."""
+        client = Client(server.path, direct=False)
         client.send(Record(3, "quiet", "on its own"))
+        assert len(client._queue) == 1
         assert server.wait_for(1, "quiet")[0].message == "on its own"
         client.close()
 
