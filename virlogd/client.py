@@ -50,7 +50,7 @@ import time
 import weakref
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from . import defaults, wire
+from . import defaults, safepath, wire
 from .framequeue import FrameQueue
 from .record import Record
 from .replay import Replay
@@ -352,11 +352,22 @@ class Client:
 
 def choose_socket(candidates: Sequence[str]) -> Tuple[str, List[str]]:
     """The socket to use of *candidates* (``defaults.client_socket_candidates()``): the first
-    that exists, else the last; and the ones passed over because they do not exist."""
+    that exists in a directory nobody else controls, else the last; and the ones passed over.
+    A per-user directory such as ``/tmp/virlogd-UID`` can be made by anyone first: a socket
+    there that another user could have planted would collect our records, so it counts as
+    absent (``safepath.check_runtime_dir``, the rule the daemon itself applies)."""
     for index, path in enumerate(candidates):
-        if os.path.exists(path):
+        if os.path.exists(path) and _safe_directory(path):
             return path, list(candidates[:index])
     return candidates[-1], list(candidates[:-1])
+
+
+def _safe_directory(path: str) -> bool:
+    try:
+        safepath.check_runtime_dir(os.path.dirname(os.path.abspath(path)))
+    except (safepath.UnsafePath, OSError):
+        return False
+    return True
 
 
 def tried_paths(path: str, absent: Sequence[str]) -> str:

@@ -45,6 +45,19 @@ def test_the_first_socket_that_exists_is_used_else_the_last(tmp_path):
         f"Connection refused; no socket at {own} either")
 
 
+def test_a_socket_in_a_directory_others_can_write_to_is_passed_over(tmp_path):
+    # /tmp/virlogd-UID can be created by anyone first: a socket planted there must not
+    # collect the user's records (the daemon refuses such a directory; clients skip it)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    own, system = str(shared / "own"), str(tmp_path / "system")
+    open(own, "w").close()
+    open(system, "w").close()
+    assert choose_socket([own, system]) == (own, [])
+    shared.chmod(0o777)
+    assert choose_socket([own, system]) == (system, [own])
+
+
 SCRIPT = r"""
 set -e
 mount --make-rprivate /
