@@ -449,8 +449,8 @@ def test_a_signal_caught_by_another_thread_wakes_the_loop_at_once(tmp_path):
         d.virlog("-p", "warning", "the remote output starts its thread")
         tids = wait_for(lambda: [int(t) for t in os.listdir(f"/proc/{d.pid}/task")
                                  if int(t) != d.pid], 10, "the remote output's thread")
-        for index in range(7):
-            time.sleep(0.2 + 0.05 * index)         # somewhere in the loop's 0.5 s sleep
+        for index in range(9):
+            time.sleep(0.2 + 0.04 * index)         # somewhere in the loop's 0.5 s sleep
             before = log.read_text().count("Caught User-defined signal 2")
             t0 = time.monotonic()
             os.kill(tids[0], signal.SIGUSR2)       # kill(2) on a thread id: that thread
@@ -463,4 +463,4 @@ def test_a_signal_caught_by_another_thread_wakes_the_loop_at_once(tmp_path):
     delays.sort()
     print(f"\nSIGUSR2 handed to a non-main thread: dump after "
           f"{', '.join(f'{x * 1000:.0f}' for x in delays)} ms")
-    assert delays[len(delays) // 2] < 0.1       # without the fix: 154 ms (42-525)
+    assert delays[len(delays) // 2] < 0.12      # without the fix: 154 ms (42-525)
