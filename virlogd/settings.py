@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import grp
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -364,12 +365,23 @@ def _finish(settings: Settings, raw_strings: Dict[str, str], verbose: bool,
         sources["log_level"] = "-v"
     values["log_level"] = level
     settings.log_level = level
+    # a value may hold control characters (TOML's "\n", the environment): each problem is
+    # printed as one line, so they are shown escaped (\x0a), as in a log line
+    settings.problems[:] = [_CONTROL.sub(_escape, problem) for problem in settings.problems]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape(found: "re.Match[str]") -> str:
+    return f"\\x{ord(found.group()):02x}"
 
 
 # -- --check-config ---------------------------------------------------------------------
 def _toml_value(value: Any) -> str:
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # a TOML basic string: JSON's escapes are TOML's (\n, \", \\, \u0007), DEL too
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     return str(value)
 
 
