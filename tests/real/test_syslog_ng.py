@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from tests.conftest import _stop_pid, require_real, wait_until
+from tests.conftest import _stop_pid, dgram_listening, require_real, wait_until
 from virlogd.outputs import OutputContext, build
 from virlogd.outputs.remote import RemoteOutput, unreversible
 from virlogd.record import Record
@@ -261,6 +261,8 @@ def test_a_relayed_syslog_tag_that_is_not_utf8_reaches_syslog_ng_parsed(tmp_path
     daemon = Daemon(tmp_path, ["-f", str(conf)],
                     outputs=f"1:remote:tcp://127.0.0.1:{syslog_ng.port}")
     try:
+        # bound after the client socket the Daemon helper waits for
+        wait_until(lambda: dgram_listening(str(syslog_in)), 10, "the syslog input")
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
             sender.sendto(b"<28>Nov  3 14:29:04 caf\xe9: relayed \xff bytes", str(syslog_in))
         parsed = syslog_ng.messages(3)
