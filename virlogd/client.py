@@ -28,6 +28,16 @@ to ``hold`` (``replay.Replay``): if the daemon dies with them unread in its sock
 they go out again on the next connection, first. The answers are read without blocking after
 each write, so they cost one extra system call per batch.
 
+The daemon's wishes (protocol version 3): the daemon tells a client its filters and level
+when it connects and whenever they change (``wire.Wish``). ``wish`` is the newest, while
+connected (None before, and once the connection is lost: the program's own settings apply
+again); the callables in ``on_wish`` are called with each new one (or None), outside every
+lock of the client, so that the library and ``VirlogdHandler`` can send what the daemon
+wants. A program that logs nothing still hears them: a listener thread per connection waits
+(in ``poll``, costing nothing) until the daemon writes, reads under the send lock (the
+answers are in the same stream), and rests ``LISTEN_PAUSE`` between reads, so that a
+program logging at a high rate is not woken by every answer.
+
 After ``fork()`` the child starts afresh (``os.register_at_fork``: no socket, empty buffer,
 no thread, new locks, so none a parent's thread held): the parent's connection and queued
 records remain the parent's (sent once, by the parent), and the child's carry its own pid.
@@ -43,12 +53,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import select
 import socket
 import sys
 import threading
 import time
 import weakref
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from . import defaults, safepath, wire
 from .framequeue import FrameQueue
@@ -63,6 +74,7 @@ SEND_BUFFER = 1024 * 1024
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 REPORT_SOURCE = "virlogd.client"
+LISTEN_PAUSE = 0.1      # seconds the listener rests after a read (answers come in floods)
 
 _clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
 
@@ -90,6 +102,8 @@ class Client:
         self.last_error: Optional[str] = None
         self._told = 0              # undelivered records already reported on stderr
         self._closed = False
+        # called with each new wish of the daemon (wire.Wish, or None: no daemon to follow)
+        self.on_wish: List[Callable[[Optional[wire.Wish]], None]] = []
         self._reset()
         _clients.add(self)
 
@@ -106,6 +120,10 @@ class Client:
         self._next_try = 0.0
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._messages = wire.MessageDecoder()  # the daemon's answers and wishes
+        self._wish: Optional[wire.Wish] = None
+        self._delivered: Optional[wire.Wish] = None   # what on_wish was last given
+        self._wish_lock = threading.Lock()     # one thread calls on_wish at a time
 
     # -- the public API --------------------------------------------------------------
     @property
@@ -113,11 +131,35 @@ class Client:
         return self._sock is not None
 
     @property
+    def wish(self) -> Optional[wire.Wish]:
+        """What the daemon wants (its filters and level), while connected and told; None
+        otherwise (the program's own settings apply)."""
+        return self._wish
+
+    @property
     def undelivered(self) -> int:
         """Records that have not reached a daemon: dropped (beyond ``hold`` while it was
         unreachable, or written to a daemon that died before reading them), plus those
         still queued. What a client reports on stderr when it closes or the program exits."""
         return self.dropped_total + len(self._queue)
+
+    def open(self) -> bool:
+        """Connect now if the daemon is there, so that a program hears the daemon's wishes
+        before it sends anything (one that logs only what nobody wants yet). Never waits
+        and is never an error: if the daemon is not there, the first record tries again,
+        as if this had not been called. True if connected."""
+        if not self._send_lock.acquire(blocking=False):
+            return self._sock is not None
+        try:
+            if self._sock is not None or self._closed:
+                return self._sock is not None
+            error, backoff = self.last_error, self._backoff
+            if self._connect(True):
+                return True
+            self.last_error, self._backoff, self._next_try = error, backoff, 0.0
+            return False
+        finally:
+            self._send_lock.release()
 
     def send(self, record: Record) -> None:
         """Queue *record*; raises ValueError only for a record the daemon would refuse."""
@@ -149,6 +191,7 @@ class Client:
         self._wake.set()
         with self._send_lock:
             self._disconnect()
+        self._deliver()
         self.report_undelivered()
 
     def report_undelivered(self, stream=None) -> Optional[str]:
@@ -207,9 +250,11 @@ class Client:
                 sock = self._sock
                 self._replay.sent(self._queue.take_sent())
                 if sock is not None:
-                    read_answers(sock, self._replay)
+                    self._read_messages(sock)
             finally:
                 self._send_lock.release()
+            if self._wish is not self._delivered:
+                self._deliver()
 
     def _run(self) -> None:
         wake = self._wake
@@ -225,7 +270,10 @@ class Client:
     # -- sending ---------------------------------------------------------------------
     def _flush(self, force: bool) -> bool:
         with self._send_lock:
-            return self._flush_locked(force)
+            done = self._flush_locked(force)
+        if self._wish is not self._delivered:
+            self._deliver()
+        return done
 
     def _flush_locked(self, force: bool) -> bool:
         with self._lock:
@@ -263,7 +311,7 @@ class Client:
             self._lost_connection(sock, frames)    # whole frames again, on a new connection
             return False
         self._replay.sent(frames)
-        read_answers(sock, self._replay)
+        self._read_messages(sock)
         if self.direct:
             queue.sock = sock
         return True
@@ -271,7 +319,7 @@ class Client:
     def _lost_connection(self, sock: socket.socket, unsent: List[bytes]) -> None:
         """Put back, before what came since, every frame the daemon did not confirm: the
         failed write and what a killed daemon left unread in its socket buffer."""
-        read_answers(sock, self._replay)   # a dead daemon's last answers are still there
+        self._read_messages(sock)   # a dead daemon's last answers are still there
         again, lost = self._replay.lost_connection(unsent)
         self._disconnect()
         frames: List[bytes] = []
@@ -311,7 +359,7 @@ class Client:
             if err:
                 raise OSError(err, os.strerror(err))
             sock.setblocking(True)
-            sock.sendall(wire.HELLO)
+            sock.sendall(wire.HELLO_V3)
         except OSError as err:
             sock.close()
             self.last_error = err.strerror or str(err)
@@ -323,19 +371,96 @@ class Client:
         self._queue.take_sent()      # (none: direct sends need a connection)
         self._queue.sock = sock if self.direct else None
         self._replay.reset()
+        self._messages = wire.MessageDecoder()
         self._backoff = BACKOFF_FIRST
         self._next_try = 0.0
+        listener = threading.Thread(target=self._listen, args=(sock,), daemon=True,
+                                    name="virlogd-client-listener")
+        listener.start()
         return True
 
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
         self._queue.connected = False
         self._queue.sock = None
+        self._wish = None           # no daemon to follow: the program's own settings
         if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)     # wakes the listener out of its poll
+            except OSError:
+                pass
             try:
                 sock.close()
             except OSError:
                 pass
+
+    # -- what the daemon says (answers, wishes) -------------------------------------------
+    def _read_messages(self, sock: socket.socket) -> bool:
+        """Take the daemon's answers and wishes waiting on *sock*, without blocking (the
+        send lock is held). False once the daemon has closed its end (or broke the
+        protocol): nothing more will come on this connection."""
+        messages = self._messages
+        while True:
+            try:
+                data = sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            try:
+                count = messages.feed(data)
+            except wire.ProtocolError:
+                return False
+            if count is not None:
+                self._replay.confirm(count)
+            if messages.wish is not None and self._sock is sock:
+                self._wish = messages.wish
+
+    def _listen(self, sock: socket.socket) -> None:
+        """The listener thread of one connection: reads what the daemon writes while
+        nobody sends (a program whose records the daemon does not want yet), and tells
+        on_wish. Ends with the connection (``_disconnect`` shuts it down to wake us)."""
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        while self._sock is sock:
+            try:
+                poller.poll()
+            except (OSError, ValueError):
+                break
+            with self._send_lock:
+                if self._sock is not sock:
+                    break
+                alive = self._read_messages(sock)
+                if not alive:       # the daemon is gone: the next write finds out
+                    self._wish = None
+            self._deliver()
+            if not alive:
+                break
+            time.sleep(LISTEN_PAUSE)
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Call on_wish with the newest wish, once per change, outside the send lock (a
+        callback may take logging's module lock, which a thread flushing us may hold).
+        Whoever finds another thread delivering leaves it to that thread, which looks
+        again before it returns."""
+        while self._wish is not self._delivered:
+            if not self._wish_lock.acquire(blocking=False):
+                return
+            try:
+                wish = self._wish
+                if wish is self._delivered:
+                    continue
+                self._delivered = wish
+                for callback in list(self.on_wish):
+                    try:
+                        callback(wish)
+                    except Exception:  # noqa: BLE001 - a follower never breaks logging
+                        pass
+            finally:
+                self._wish_lock.release()
 
     def _after_fork(self) -> None:
         sock = self._sock

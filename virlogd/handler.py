@@ -12,14 +12,29 @@ The message is ``record.getMessage()``; with a formatter set on the handler, its
 program name (``ident``) is ``sys.argv[0]``'s base name. Sending never raises into the
 program: an unreachable daemon is the Client's business (hold, count, report), and anything
 else goes to ``handleError`` like every stdlib handler.
+
+Following the daemon (``follow_daemon_levels=True``, the default): the daemon tells its
+clients what it wants from each source (protocol version 3). stdlib ``logging`` drops a
+record below its logger's level before any handler sees it, so while the daemon wants more
+of a source than the logger's effective level lets through (``virlogd-admin
+daemon-log-filters "1:qemu"``), the handler lowers the level of each logger it serves whose
+name the daemon's filters match (as the daemon matches a source: ``filters.FilterSet``) to
+the INFO or DEBUG the daemon wants, and puts back exactly what was there (``NOTSET``
+included) once the daemon wants less again, the connection is lost or the handler is
+closed. A level the program changed meanwhile is the program's and is left alone. The
+handler never raises a level, nor lowers one for the daemon's usual warnings (a logger the
+program set to ERROR stays so until someone asks the daemon for its info or debug). The program's other handlers
+on those loggers see the extra records too, unless their own level keeps them out. Loggers
+are changed under logging's module lock, from the client's listener thread.
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import threading
 import traceback
-from typing import Optional
+from typing import Dict, Optional
 
 from . import fieldnames, wire
 from .client import Client
@@ -54,15 +69,32 @@ def _program() -> Optional[str]:
     return name if name and name != "-c" else None
 
 
+_LEVEL_OF = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+
+
 class VirlogdHandler(logging.Handler):
-    """Sends every record it handles to the daemon at *socket_path* (None: the default)."""
+    """Sends every record it handles to the daemon at *socket_path* (None: the default).
+
+    *follow_daemon_levels* (default True): while the daemon wants more of a source than the
+    program's logger levels produce (``virlogd-admin daemon-log-filters "1:qemu"``), lower
+    the levels of the loggers this handler serves that its filters match, and restore them
+    exactly afterwards (see the module docstring). A program that manages its own levels
+    passes False: then no logger level is ever touched."""
 
     def __init__(self, socket_path: Optional[str] = None, level: int = logging.NOTSET, *,
-                 hold: int = 10000, direct: bool = True) -> None:
+                 hold: int = 10000, direct: bool = True,
+                 follow_daemon_levels: bool = True) -> None:
         super().__init__(level)
         # direct=False: batched only (see Client): cheaper, but os._exit can lose the last ms
         self.client = Client(socket_path, hold=hold, direct=direct)
         self.ident = _program()
+        self.follow_daemon_levels = follow_daemon_levels
+        # logger name -> (the level it had, the level we set): what to put back
+        self._lowered: Dict[str, tuple] = {}
+        self._follow_lock = threading.Lock()
+        if follow_daemon_levels:
+            self.client.on_wish.append(self._follow)
+            self.client.open()          # hear the daemon before the first record
         # With wire's C twin, a LogRecord reaching a handler with no filters and no formatter
         # is handled in one C call that does what handle() and emit() below do; everything
         # else goes to handle(). A subclass that overrides either keeps its own.
@@ -119,9 +151,58 @@ class VirlogdHandler(logging.Handler):
         # the C path refers to this handler: without it, nothing waits for the cyclic GC
         self.__dict__.pop("handle", None)
         try:
+            if self._follow in self.client.on_wish:
+                self.client.on_wish.remove(self._follow)
+            self._follow(None)              # the program's own levels again
             self.client.close()
         finally:
             super().close()
+
+    # -- following the daemon's wishes -------------------------------------------------
+    def _follow(self, wish) -> None:
+        """The daemon's new wish (None: none to follow): put back every level we lowered,
+        then lower the served loggers the daemon wants info or debug from, beyond what
+        their own levels let through. Called on the client's thread, outside its locks."""
+        with self._follow_lock, _module_lock():
+            for name, (before, ours) in self._lowered.items():
+                logger = _logger(name)
+                if logger.level == ours:        # else the program set it since: its own
+                    logger.setLevel(before)
+            self._lowered = {}
+            if wish is None:
+                return
+            manager = logging.Logger.manager
+            # the root first: a logger that inherits a lowered level needs no change
+            for logger in [logging.getLogger()] + [
+                    item for item in list(manager.loggerDict.values())
+                    if isinstance(item, logging.Logger)]:
+                want = _LEVEL_OF[wish.threshold(logger.name)]
+                if want < logging.WARNING and want < logger.getEffectiveLevel() \
+                        and self._serves(logger):
+                    self._lowered[logger.name] = (logger.level, want)
+                    logger.setLevel(want)
+
+    def _serves(self, logger: logging.Logger) -> bool:
+        """True if a record of *logger* reaches this handler (propagation included)."""
+        current: Optional[logging.Logger] = logger
+        while current is not None:
+            if self in current.handlers:
+                return True
+            if not current.propagate:
+                return False
+            current = current.parent
+        return False
+
+
+def _logger(name: str) -> logging.Logger:
+    return logging.getLogger() if name == logging.getLogger().name else logging.getLogger(name)
+
+
+def _module_lock():
+    """logging's module lock (the one ``setLevel`` and ``getLogger`` take): held while we
+    read and change levels, so no other thread changes them under us."""
+    lock = getattr(logging, "_lock", None)
+    return lock if lock is not None else threading.RLock()
 
 
 def _is_basic_config_default(fmt: logging.Formatter, caller) -> bool:

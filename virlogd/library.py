@@ -10,6 +10,15 @@ does anything (the filter threshold for its source, or 1 while the ring buffer k
 history); ``configure()`` refreshes every logger, so the cache can never go stale. A call
 below the threshold that the ring keeps (debug history) is packed straight into the ring,
 without a ``Record``: it is the most frequent call and the least often read.
+
+The daemon's wishes (protocol version 3): an ``x:virlogd`` output's client learns what the
+daemon wants from each source (its filters and level). Where the daemon wants more than the
+library's own settings send it (``virlogd-admin daemon-log-filters "1:qemu"``), the loggers
+of those sources are refreshed, within a moment and without a restart, so that the output
+also gets those records (``_Wished``); the library's other outputs still get exactly what
+its own settings give them. The library never sends the daemon *less* than its settings
+say: what a program sends today stays in the daemon's ring. Loggers of every other source
+keep their plain attributes, so a call costs what it cost before.
 """
 from __future__ import annotations
 
@@ -47,6 +56,7 @@ _pack_here = textformat.pack_here
 # the usual call (no fields, no stack): the Record, call site included, in one call
 _here_at = wire.here_at
 _current = {"level": 3, "filters": [], "outputs": [], "buffer_size": DEFAULT_BUFFER_KB}
+_pack_record = textformat.pack_record
 
 
 def _fallback_output():
@@ -68,6 +78,11 @@ def _build_router(level: int, filters, outputs, buffer_size: int,
             out.close()
         raise
     state = RouterState(FilterSet(filters, level), built)
+    for out in built:               # x:virlogd: follow what the daemon wants
+        client = getattr(out, "client", None)
+        if client is not None and hasattr(client, "on_wish"):
+            client.on_wish.append(_wishes_changed)
+            client.open()           # hear the daemon before the first record it wants
     if old is not None and old.ring is not None and old.ring.capacity == buffer_size * 1024:
         ring = old.ring          # same size: keep the history (resizing discards it)
     else:
@@ -141,6 +156,63 @@ def configure(level: Union[int, str, None] = None, filters: Optional[str] = None
             logger._refresh(router)
 
 
+def _wishes_changed(_wish) -> None:
+    """An x:virlogd output's daemon told a new wish (its client's thread): refresh every
+    logger, so that its calls reach what the daemon wants from now on."""
+    with _lock:
+        router = _router
+        if router is None:
+            return
+        for logger in _loggers.values():
+            logger._refresh(router)
+
+
+def _extra_for(router: Router, source: str, threshold: int):
+    """The x:virlogd outputs whose daemon wants more of *source* than the router gives them
+    (it routes a priority at or above both *threshold* and the output's own level), each
+    with the lowest priority its daemon wants; [] when the daemon wants nothing more."""
+    extra = []
+    for out in router.state.outputs:
+        client = getattr(out, "client", None)
+        wish = getattr(client, "wish", None)
+        if wish is not None:
+            want = wish.threshold(source)
+            if want < max(threshold, out.priority):
+                extra.append((out, want))
+    return extra
+
+
+class _Wished:
+    """A logger's router while a daemon wants more of its source than the library's
+    settings route: records at or above the settings' threshold are routed as always;
+    below it they go to the ring (as always) and, like records an output's own level
+    refuses, to the x:virlogd outputs whose daemon wants them."""
+
+    __slots__ = ("router", "threshold", "extra", "ring")
+
+    def __init__(self, router: Router, threshold: int, extra) -> None:
+        self.router = router
+        self.threshold = threshold
+        self.extra = tuple(extra)
+        self.ring = router.ring
+
+    def route_many(self, records) -> None:
+        router = self.router
+        threshold = self.threshold
+        for record in records:
+            priority = record.priority
+            if priority >= threshold:
+                router.route_many((record,))
+            elif self.ring is not None:
+                router.keep(_pack_record(record))
+            for out, want in self.extra:
+                if want <= priority < max(threshold, out.priority):
+                    try:
+                        out.handle(record, "")
+                    except Exception:  # noqa: BLE001 - as the router: never raised
+                        out.failed += 1
+
+
 def _strict(parsed, what: str):
     specs, error = parsed
     if error is not None:
@@ -194,9 +266,14 @@ class Logger:
     def _refresh(self, router: Router) -> None:
         threshold, self._stack = router.decide(self.name)
         ring = router.ring
+        extra = _extra_for(router, self.name, threshold)
+        if extra:          # a daemon wants more of this source: through _Wished, first
+            self._router = _Wished(router, threshold, extra)
+            threshold = min(threshold, min(want for _out, want in extra))
         self._min = 1 if ring is not None else threshold
         self._threshold = threshold
-        self._router = router
+        if not extra:
+            self._router = router
         # a C ring's append is atomic under the GIL and dumps take the ring in one call, so a
         # call only the ring wants needs neither the router's lock nor a Python frame
         self._keep = ring.append if ring is not None and ring.atomic_append else router.keep

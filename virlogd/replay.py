@@ -49,9 +49,15 @@ class Replay:
             self._first += excess
 
     def answer(self, data: bytes) -> None:
-        """Bytes the daemon sent: acknowledgements."""
+        """Bytes the daemon sent: acknowledgements (version 2)."""
         count = self._acks.feed(data)
-        if count is not None and count > self._confirmed:
+        if count is not None:
+            self.confirm(count)
+
+    def confirm(self, count: int) -> None:
+        """The daemon's count of records routed on this connection (an answer, however
+        the version carried it)."""
+        if count > self._confirmed:
             self._confirmed = count
             self._drop_confirmed()
 

@@ -66,6 +66,9 @@ class Router:
         self.received = 0
         self.dropped: Dict[str, int] = {}
         self.serial = 0            # bumped on every change; lets callers cache decisions
+        # called with the new state after every apply() (the daemon's client server tells
+        # version 3 clients the new filters and level): every change path passes here
+        self.on_apply: Optional[Callable[[RouterState], None]] = None
         self._lock = threading.RLock()
         self._last_report: Dict[int, float] = {}
         self._unroutable_report = -report_interval     # monotonic time of the last report
@@ -246,6 +249,8 @@ class Router:
             self._flush(self.state.outputs)
             old, self.state = self.state, state
             self.serial += 1
+            if self.on_apply is not None:
+                self.on_apply(state)
             return old
 
     def decide(self, source: str):

@@ -9,6 +9,13 @@ Answers (protocol version 2): after routing what one read of a connection comple
 daemon writes back the number of records routed on it so far, so that a client can send
 again what a killed daemon left unread (``replay.py``).
 
+Wishes (protocol version 3): a version 3 client is told the daemon's filters and default
+level when it greets, and again whenever they change (``Router.on_apply``: every admin
+change, timed or not, and every revert), so that it sends what the daemon wants. Written
+without blocking, like the answers; a wish the client's full buffer cannot take now stays
+due on that connection and is written again at its next read or by a timer every
+``WISH_RETRY`` seconds — only the newest wish, never a backlog.
+
 Backpressure: routing is synchronous, so while an output is slow the loop is not reading,
 the kernel's socket buffers fill, and clients block in ``send`` — nothing is buffered here
 beyond one partial frame per connection (at most ``wire.MAX_FRAME``).
@@ -48,7 +55,8 @@ from . import limits
 from .admin import answer_wrong_socket, is_admin_request
 from .errors import ProtocolError
 from .record import Record
-from .wire import FrameDecoder, encode_ack
+from .specs import format_filters
+from .wire import FrameDecoder, encode_ack, encode_answer, encode_wish
 
 READ_SIZE = 256 * 1024
 ACCEPT_BATCH = 64              # connections accepted per wake-up of the listening socket
@@ -57,12 +65,13 @@ REPORT_SOURCE = "virlogd.server"
 DEFAULT_MAX_PENDING = 64 * 1024 * 1024   # bytes held in incomplete frames, all clients
 PENDING_FLOOR = 16 * 1024      # what any connection may hold without a reservation
 ACCEPT_PAUSE = 0.2             # seconds the listening socket rests when out of descriptors
+WISH_RETRY = 0.2               # seconds between attempts at a wish a client cannot take yet
 _CRED = struct.Struct("3i")
 
 
 class _Connection:
     __slots__ = ("sock", "fd", "pid", "uid", "gid", "decoder", "routed", "unsent",
-                 "held", "reserved", "waiting")
+                 "held", "reserved", "waiting", "told")
 
     def __init__(self, sock: socket.socket, pid: int, uid: int, gid: int) -> None:
         self.sock = sock
@@ -76,6 +85,7 @@ class _Connection:
         self.held = 0            # bytes of an incomplete frame in the decoder
         self.reserved = 0        # the budget reserved for that frame (its whole size), or 0
         self.waiting = False     # not read until its frame fits in the budget
+        self.told = None         # the wish message a version 3 client was last written
 
     @property
     def cost(self) -> int:
@@ -145,6 +155,11 @@ class ClientServer:
         self._budget_reports = _RateLimit(burst=1)
         self._fd_reports = _RateLimit(burst=1)
         self._spare: Optional[int] = None
+        state = getattr(router, "state", None)      # (a test's stand-in may have none)
+        self._wish = _wish_of(state) if state is not None else b""
+        self._behind: Dict[int, _Connection] = {}   # a wish (or its end) still to write
+        self._retrying = False
+        router.on_apply = self._settings_changed
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -325,6 +340,8 @@ class ClientServer:
                 return size
             self._malformed(conn, str(err))
             return size
+        if conn.told is not self._wish and conn.decoder.version >= 3:
+            self._tell(conn)            # a new client's first read, or a wish still due
         self._route_all(conn, records)
         if conn.held or conn.decoder.pending:
             self._account(conn, budget)
@@ -393,12 +410,70 @@ class ClientServer:
         Never blocks: a client that does not read its answers only misses some, and each
         answer carries the whole count, so the next one makes up for them."""
         conn.routed += count
+        if conn.decoder.version >= 3:
+            self._write(conn, encode_answer(conn.routed))
+            if conn.unsent:             # a wish cut short must reach its end, soon
+                self._behind_on(conn)
+            return
         data = conn.unsent + encode_ack(conn.routed)
         try:
             sent = conn.sock.send(data)
         except OSError:                 # its buffer is full (EAGAIN), or it is gone
             return
         conn.unsent = data[sent:]
+
+    # -- wishes (version 3) ------------------------------------------------------------
+    def _settings_changed(self, state) -> None:
+        """The router's state was swapped (Router.on_apply): tell every version 3 client
+        the new wish, if the filters or the level changed (an output change does not)."""
+        wish = _wish_of(state)
+        if wish == self._wish:
+            return
+        self._wish = wish
+        for conn in list(self.connections.values()):
+            if conn.decoder.version >= 3:
+                self._tell(conn)
+
+    def _tell(self, conn: _Connection) -> None:
+        wish = self._wish
+        if self._write(conn, wish):
+            conn.told = wish
+        if conn.told is not wish or conn.unsent:
+            self._behind_on(conn)
+
+    def _write(self, conn: _Connection, message: bytes) -> bool:
+        """Write what is left of the last message, then *message* (b"": nothing more),
+        without blocking; keep what the socket did not take. False if nothing was written
+        (the client's buffer is full, or it is gone): *message* was not taken."""
+        data = conn.unsent + message if conn.unsent else message
+        if not data:
+            return True
+        try:
+            sent = conn.sock.send(data)
+        except OSError:                 # EAGAIN (a client that does not read), or gone
+            return False
+        conn.unsent = data[sent:]
+        return True
+
+    def _behind_on(self, conn: _Connection) -> None:
+        self._behind[conn.fd] = conn
+        if not self._retrying:
+            self._retrying = True
+            self.loop.call_later(WISH_RETRY, self._retry)
+
+    def _retry(self) -> None:
+        """Write the wishes (and the ends of messages) clients could not take before."""
+        self._retrying = False
+        behind, self._behind = self._behind, {}
+        for fd, conn in behind.items():
+            if self.connections.get(fd) is not conn:
+                continue                # closed meanwhile
+            if conn.told is not self._wish:
+                self._tell(conn)
+            elif self._write(conn, b"") and not conn.unsent:
+                continue
+            else:
+                self._behind_on(conn)
 
     # -- closing ---------------------------------------------------------------------
     def _malformed(self, conn: _Connection, reason: str) -> None:
@@ -410,6 +485,7 @@ class ClientServer:
 
     def _close(self, conn: _Connection, *, eof: bool) -> None:
         self.connections.pop(conn.fd, None)
+        self._behind.pop(conn.fd, None)
         self.loop.remove_reader(conn.sock)
         if conn.waiting:
             conn.waiting = False
@@ -444,6 +520,11 @@ class ClientServer:
             message += f" ({suppressed} similar report(s) suppressed)"
         self.router.route(Record(3, REPORT_SOURCE, message, pid=os.getpid(),
                                  uid=os.getuid(), gid=os.getgid(), ident=self.ident))
+
+
+def _wish_of(state) -> bytes:
+    """The wish message for a router state: its default level and its filters."""
+    return encode_wish(state.filters.default, format_filters(state.filters.filters))
 
 
 def _open_spare() -> Optional[int]:

@@ -25,13 +25,16 @@ from typing import List, Mapping, Optional, Union
 
 from . import fieldnames, native
 from .errors import ProtocolError
+from .filters import FilterSet
 from .record import Record
+from .specs import parse_filters
 
-VERSION = 2                          # what our clients speak; the daemon also takes 1
-VERSIONS = (1, 2)
+VERSION = 2                          # what virlog speaks; the daemon also takes 1 and 3
+VERSIONS = (1, 2, 3)
 MAGIC = b"VIRLOGD"
 HELLO = MAGIC + bytes([VERSION])
 HELLO_V1 = MAGIC + bytes([1])
+HELLO_V3 = MAGIC + bytes([3])        # the library's Client: answers and wishes, tagged
 MAX_FRAME = 4 * 1024 * 1024          # bytes after the length prefix; a 1 MiB message fits
 MAX_FIELDS = 256
 TYPE_RECORD = 1
@@ -55,6 +58,12 @@ _FIELD = struct.Struct("<BBI")       # name length, value kind, value length
 _FIELD_SIZE = _FIELD.size
 _LEN = struct.Struct("<I")
 ACK = struct.Struct("<Q")            # version 2: the daemon's count of records routed
+# version 3: every message the daemon writes back is a u32 length, then that many bytes
+# starting with a u8 type: an answer (a u64 count) or a wish (a u8 level and the filters)
+MSG_ANSWER, MSG_WISH = 1, 2
+_MSG_HEAD = struct.Struct("<IB")
+_MSG_ANSWER = struct.Struct("<IBQ")
+MAX_MESSAGE = 1024 * 1024            # a wish's filters are far shorter; a bigger one is broken
 
 FieldValue = Union[str, bytes]
 
@@ -213,7 +222,7 @@ def _greeting_error(data: bytes) -> ProtocolError:
         return ProtocolError(f"not a virlogd client: bad greeting {bytes(data[:8])!r} "
                              f"(expected {HELLO!r})")
     return ProtocolError(f"unsupported protocol version {data[len(MAGIC)]} "
-                         f"(this daemon speaks 1 and 2)")
+                         f"(this daemon speaks 1, 2 and 3)")
 
 
 # -- acknowledgements (version 2) ---------------------------------------------------------
@@ -236,6 +245,83 @@ class AckDecoder:
         if not whole:
             return None
         return ACK.unpack_from(data, whole - ACK.size)[0]
+
+
+# -- what the daemon tells a version 3 client -----------------------------------------------
+def encode_answer(count: int) -> bytes:
+    """Version 3's answer: records routed on this connection so far, tagged."""
+    return _MSG_ANSWER.pack(ACK.size + 1, MSG_ANSWER, count)
+
+
+def encode_wish(level: int, filters: str) -> bytes:
+    """Version 3's wish: the daemon's default level (1-4) and its filters, in libvirt's
+    syntax (``"1:qemu 3:remote"``; empty: none): what it wants from each source."""
+    text = filters.encode("utf-8")
+    return _MSG_HEAD.pack(2 + len(text), MSG_WISH) + bytes((level,)) + text
+
+
+class Wish:
+    """What the daemon wants: a priority per source, decided as the daemon decides
+    (``filters.FilterSet``: first matching filter, else the level)."""
+
+    __slots__ = ("level", "filters", "_set")
+
+    def __init__(self, level: int, filters: str) -> None:
+        specs, error = parse_filters(filters)
+        if error is not None or level not in (1, 2, 3, 4):
+            raise ProtocolError(f"invalid wish: level {level}, filters {filters!r}")
+        self.level = level
+        self.filters = filters
+        self._set = FilterSet(specs, level)
+
+    def threshold(self, source: str) -> int:
+        """The lowest priority the daemon wants from *source*."""
+        return self._set.decide(source)[0]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Wish) and (self.level, self.filters) == \
+            (other.level, other.filters)
+
+    def __hash__(self) -> int:
+        return hash((self.level, self.filters))
+
+    def __repr__(self) -> str:
+        return f"Wish({self.level}, {self.filters!r})"
+
+
+class MessageDecoder:
+    """Cuts a version 3 daemon's messages out of a byte stream: ``feed()`` returns the
+    newest count it completed (or None); ``wish`` is the newest wish. Unknown message types
+    are skipped (a later version may add some); a message longer than ``MAX_MESSAGE`` or a
+    wish that cannot be parsed raises ProtocolError."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self.wish: Optional[Wish] = None
+
+    def feed(self, data: bytes) -> Optional[int]:
+        data = self._pending + data if self._pending else bytes(data)
+        count = None
+        pos = 0
+        end = len(data)
+        while end - pos >= _MSG_HEAD.size:
+            size, kind = _MSG_HEAD.unpack_from(data, pos)
+            if not 1 <= size <= MAX_MESSAGE:
+                raise ProtocolError(f"daemon message of {size} bytes")
+            stop = pos + 4 + size
+            if stop > end:
+                break
+            if kind == MSG_ANSWER and size == ACK.size + 1:
+                count = ACK.unpack_from(data, pos + 5)[0]
+            elif kind == MSG_WISH and size >= 2:
+                try:
+                    text = data[pos + 6:stop].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ProtocolError("invalid UTF-8 in the daemon's wish") from None
+                self.wish = Wish(data[pos + 5], text)
+            pos = stop
+        self._pending = data[pos:]
+        return count
 
 
 class FrameDecoder:

@@ -229,12 +229,13 @@ class TestRefusals:
 
     def test_an_unknown_protocol_version_is_refused(self):
         """A future client meeting an old daemon is told why."""
-        assert refused(b"VIRLOGD\x03") == \
-            "unsupported protocol version 3 (this daemon speaks 1 and 2)"
+        assert refused(b"VIRLOGD\x04") == \
+            "unsupported protocol version 4 (this daemon speaks 1, 2 and 3)"
         assert refused(b"VIRLOGD\x00") == \
-            "unsupported protocol version 0 (this daemon speaks 1 and 2)"
+            "unsupported protocol version 0 (this daemon speaks 1, 2 and 3)"
 
-    @pytest.mark.parametrize("greeting, version", [(wire.HELLO_V1, 1), (wire.HELLO, 2)])
+    @pytest.mark.parametrize("greeting, version", [(wire.HELLO_V1, 1), (wire.HELLO, 2),
+                                                   (wire.HELLO_V3, 3)])
     def test_both_versions_are_accepted_and_remembered(self, greeting, version):
         """Version 1 clients keep working; the decoder tells the server who wants answers."""
         decoder = wire.FrameDecoder()
