@@ -28,7 +28,7 @@
 static PyObject *s_source, *s_priority, *s_stack, *s_text, *s_handle, *s_failing,
     *s_batched, *s_recovering, *s_failed, *s_recovered, *s_flush, *s_utf8,
     *s_surrogateescape, *s_encode, *s_received, *s_state, *s_plan, *s_route_each, *s_ring,
-    *s_append, *s_flush_each, *s_lock, *s_enter, *s_exit, *s_unroutable;
+    *s_append, *s_flush_each, *s_lock, *s_enter, *s_exit, *s_unroutable, *s_tap;
 static PyObject *s_empty;          /* "" */
 static PyObject *empty_tuple;      /* () */
 
@@ -402,14 +402,15 @@ PyDoc_STRVAR(route_many_doc,
 "route_many($self, records, /)\n--\n\n"
 "Route records in order; one lock and one look at the state for the batch (the daemon\n"
 "hands over everything one read decoded). Router.route_many whole, in C: under the\n"
-"router's lock, count the records, then route them with route() when the state has a\n"
+"router's lock, count the records, hand them to self.tap if set, then route them with route() when the state has a\n"
 "plan, or with self._route_each(state, records) when it has none.");
 
-/* route_many's body, with the lock held: "self.received += len(records)", then the loop */
+/* route_many's body, with the lock held: "self.received += len(records)", the tap
+ * ("tap = self.tap; if tap is not None: tap(records)": the admin followers), then the loop */
 static PyObject *
 route_locked(PyObject *router, PyObject *records)
 {
-    PyObject *state = NULL, *plan = NULL, *res = NULL, *count, *total, *added;
+    PyObject *state = NULL, *plan = NULL, *res = NULL, *count, *total, *added, *tap;
     Py_ssize_t n;
 
     if ((count = PyObject_GetAttr(router, s_received)) == NULL) {
@@ -430,6 +431,20 @@ route_locked(PyObject *router, PyObject *records)
         return NULL;
     }
     Py_DECREF(total);
+    if ((tap = PyObject_GetAttr(router, s_tap)) == NULL) {
+        return NULL;
+    }
+    if (tap != Py_None) {
+        PyObject *tapped = PyObject_CallOneArg(tap, records);
+        Py_DECREF(tap);
+        if (tapped == NULL) {
+            return NULL;
+        }
+        Py_DECREF(tapped);
+    }
+    else {
+        Py_DECREF(tap);
+    }
     if ((state = PyObject_GetAttr(router, s_state)) == NULL
             || (plan = PyObject_GetAttr(state, s_plan)) == NULL) {
         goto done;
@@ -673,7 +688,7 @@ PyInit__croute(void)
         {&s_received, "received"}, {&s_state, "state"}, {&s_plan, "plan"},
         {&s_route_each, "_route_each"}, {&s_ring, "ring"}, {&s_append, "append"},
         {&s_flush_each, "flush_each"}, {&s_lock, "_lock"}, {&s_enter, "__enter__"},
-        {&s_exit, "__exit__"}, {&s_unroutable, "_unroutable"},
+        {&s_exit, "__exit__"}, {&s_unroutable, "_unroutable"}, {&s_tap, "tap"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (*names[i].slot == NULL

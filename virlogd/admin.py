@@ -23,8 +23,19 @@ Protocol (one connection may carry several exchanges; ``virlogd-admin`` sends on
                              (the daemon's), ``dropped`` {reason: n}, ``outputs``
                              [{output, written, failed, dropped, last_error}] (the
                              error only while failing), ``clients``, ``buffer``
-                             {used, size, skipped}, ...
+                             {used, size, skipped}, ``followers`` {connected, missed,
+                             queued_bytes}, ``temporary`` [timed changes, as below],
+                             ``admin_changes`` (sets, reverts included),
+                             ``admin_reverts``, ...
+  ``follow``                 no args, or one filter string: the answer's RESULT is
+                             ``"following"``, then the connection carries the records
+                             as they arrive (``follow.py``), until either side closes
   =========================  =========================================================
+
+- A set may carry ``"for": "10m"`` (``30s``, ``1h``, ``1h30m``): a time-boxed change, which
+  reverts by itself (``timebox.py``). While one runs, a get's answer carries
+  ``"temporary": {setting, value, reverts_to, for, by, remaining}`` (seconds) next to
+  ``result``.
 
 - A set is all-or-nothing: a refused string answers ``ok: false`` with libvirt's wording
   (``Invalid priority '9' for filter '9:foo'``) and the running settings are unchanged.
@@ -50,12 +61,24 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import wire
 from .errors import ConfigError
+from .follow import FollowHub, follow_filters
 from .sockets import bind_unix
+from .specs import parse_filters
+from .timebox import TimeBoxes, format_duration
 
 MAX_REQUEST = 64 * 1024
 _PEERCRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
 
-COMMANDS = ("daemon-log-filters", "daemon-log-outputs", "daemon-log-level", "dump", "stats")
+COMMANDS = ("daemon-log-filters", "daemon-log-outputs", "daemon-log-level", "dump", "stats",
+            "follow")
+SETTINGS = ("daemon-log-filters", "daemon-log-outputs", "daemon-log-level")
+
+
+class _Follow:
+    """dispatch's result for an accepted ``follow``: the connection becomes a follower."""
+
+    def __init__(self, filters) -> None:
+        self.filters = filters
 
 # What the *client* socket answers a connection that opens with ``{`` (a JSON request, never a
 # client's greeting): ``virlogd-admin -S`` given the client socket by mistake. An admin answer
@@ -121,7 +144,9 @@ class AdminServer:
 
     *control* is the daemon (or a test's fake) with ``get_filters()``, ``get_outputs()``,
     ``get_level()``, ``set_filters(text, who)``, ``set_outputs(text, who)``,
-    ``set_level(text, who)`` (raising ConfigError to refuse), ``dump()`` and ``stats()``.
+    ``set_level(text, who)`` (raising ConfigError to refuse), ``dump()`` and ``stats()``;
+    for ``follow``, ``router``; for ``--for``, ``log(priority, source, message)`` and
+    optionally ``get_outputs_setting()`` (the outputs as set: ``""`` for the default).
     Starts accepting as soon as it is constructed.
     """
 
@@ -134,6 +159,9 @@ class AdminServer:
         self.connections: Dict[int, _Connection] = {}
         self.refused = 0            # connections turned away by the uid check
         self.refused_requests = 0   # requests answered with an error
+        self.changes = 0            # settings changed by an administrator (or a revert)
+        self.followers: Optional[FollowHub] = None      # made by the first follow
+        self.timeboxes = TimeBoxes(loop, self._settings(for_revert=True), self._report)
         sock.setblocking(False)
         loop.add_reader(sock, self._accept)
 
@@ -193,10 +221,27 @@ class AdminServer:
                                              f"bytes per line)")
                 return
             conn.buf = bytearray(rest)
-            if line.strip() and not self._send(conn.sock, self.handle_line(bytes(line),
-                                                                           conn.who)):
+            if not line.strip():
+                continue
+            answer = self.handle_line(bytes(line), conn.who)
+            follow = answer.get("result") if answer["ok"] else None
+            if isinstance(follow, _Follow):
+                self._start_following(conn, follow)
+                return
+            if not self._send(conn.sock, answer):
                 self._close(conn)
                 return
+
+    def _start_following(self, conn: _Connection, follow: _Follow) -> None:
+        """Answer ``ok`` and hand *conn* over to the followers (follow.py)."""
+        self.loop.remove_reader(conn.sock)
+        self.connections.pop(conn.sock.fileno(), None)
+        if not self._send(conn.sock, {"ok": True, "result": "following"}):
+            conn.sock.close()
+            return
+        if self.followers is None:
+            self.followers = FollowHub(self.loop, self.control.router)
+        self.followers.add(conn.sock, follow.filters, conn.who)
 
     def _answer_and_close(self, conn: _Connection, message: str) -> None:
         self.refused_requests += 1
@@ -225,6 +270,8 @@ class AdminServer:
         self.loop.remove_reader(self.sock)
         for conn in list(self.connections.values()):
             self._close(conn)
+        if self.followers is not None:
+            self.followers.close()
 
     # -- requests --------------------------------------------------------------------
     def handle_line(self, line: bytes, who: str) -> Dict[str, Any]:
@@ -243,38 +290,96 @@ class AdminServer:
         if not isinstance(request, dict):
             return {"ok": False, "error": "malformed request: expected a JSON object with "
                                           "\"cmd\" and \"args\""}
-        cmd, args = request.get("cmd"), request.get("args", [])
+        cmd, args, duration = request.get("cmd"), request.get("args", []), request.get("for")
         if not isinstance(cmd, str):
             return {"ok": False, "error": "malformed request: \"cmd\" must be a command "
                                           "name"}
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             return {"ok": False, "error": "malformed request: \"args\" must be a list of "
                                           "strings"}
+        if duration is not None and not isinstance(duration, str):
+            return {"ok": False, "error": "malformed request: \"for\" must be a duration "
+                                          "such as \"10m\""}
         try:
-            return {"ok": True, "result": self.dispatch(cmd, args, who)}
+            answer = {"ok": True, "result": self.dispatch(cmd, args, who, duration)}
+            if cmd in SETTINGS and not args:
+                temporary = self.timeboxes.describe(cmd)
+                if temporary is not None:
+                    answer["temporary"] = temporary
+            return answer
         except ConfigError as err:
             return {"ok": False, "error": str(err)}
         except Exception as err:  # noqa: BLE001 - a bug in one command never stops the daemon
             return {"ok": False, "error": f"internal error in '{cmd}': "
                                           f"{type(err).__name__}: {err}"}
 
-    def dispatch(self, cmd: Any, args: List[str], who: str) -> Any:
+    def _settings(self, for_revert: bool = False) -> Dict[str, Tuple[Callable[[], Any],
+                                                                      Callable[[str, str],
+                                                                               None]]]:
+        """(get, put) per setting; *for_revert*: a get whose value restores it exactly."""
+        control = self.control
+        outputs = getattr(control, "get_outputs_setting", None) if for_revert else None
+        return {"daemon-log-filters": (lambda: control.get_filters(), self._put("filters")),
+                "daemon-log-outputs": (outputs or (lambda: control.get_outputs()),
+                                       self._put("outputs")),
+                "daemon-log-level": (lambda: control.get_level(), self._put("level"))}
+
+    def _put(self, what: str) -> Callable[[str, str], None]:
+        def put(text: str, who: str) -> None:
+            getattr(self.control, f"set_{what}")(text, who)
+            self.changes += 1
+        return put
+
+    def _report(self, message: str) -> None:
+        log = getattr(self.control, "log", None)
+        if log is not None:
+            log(4, "virlogd.admin", message)
+
+    def dispatch(self, cmd: Any, args: List[str], who: str,
+                 duration: Optional[str] = None) -> Any:
         """Run one command; raises ConfigError with the user's sentence on refusal."""
-        settings: Dict[str, Tuple[Callable[[], Any], Callable[[str, str], None]]] = {
-            "daemon-log-filters": (self.control.get_filters, self.control.set_filters),
-            "daemon-log-outputs": (self.control.get_outputs, self.control.set_outputs),
-            "daemon-log-level": (self.control.get_level, self.control.set_level),
-        }
+        settings = self._settings()
+        if duration is not None and (cmd not in settings or len(args) != 1):
+            raise ConfigError(f"'--for' needs a value to set, as in 'virlogd-admin {cmd} "
+                              f"VALUE --for 10m'" if cmd in settings else
+                              f"'{cmd}' does not take '--for'")
         if cmd in settings:
             if len(args) > 1:
                 raise ConfigError(f"'{cmd}' takes at most one argument, got {len(args)}")
             get, put = settings[cmd]
             if not args:
                 return get()
+            if duration is not None:
+                self.timeboxes.set(cmd, args[0], who, duration)
+                return None
+            running = self.timeboxes.running(cmd)
+            if running is not None:
+                who = f"{who}, ending the change for {format_duration(running.duration)} " \
+                      f"by {running.who}"
             put(args[0], who)
+            self.timeboxes.permanent(cmd)
             return None
         if cmd in ("dump", "stats"):
             if args:
                 raise ConfigError(f"'{cmd}' takes no argument, got {len(args)}")
             return self.control.dump() if cmd == "dump" else self.control.stats()
+        if cmd == "follow":
+            if len(args) > 1:
+                raise ConfigError(f"'follow' takes at most one argument, got {len(args)}")
+            specs, error = parse_filters(args[0] if args else "")
+            if error is not None:
+                raise ConfigError(error.in_string())
+            if getattr(self.control, "router", None) is None:
+                raise ConfigError("'follow' is not available: no router to follow")
+            return _Follow(follow_filters(specs))
         raise ConfigError(f"unknown command '{cmd}' (expected one of {', '.join(COMMANDS)})")
+
+    def stats(self) -> Dict[str, Any]:
+        """The admin side's part of the daemon's ``stats``."""
+        hub = self.followers
+        return {"admin": {"refused_peers": self.refused,
+                          "refused_requests": self.refused_requests},
+                "admin_changes": self.changes, "admin_reverts": self.timeboxes.reverted,
+                "followers": hub.stats() if hub is not None else
+                {"connected": 0, "missed": 0, "queued_bytes": 0},
+                "temporary": self.timeboxes.listing()}

@@ -367,6 +367,10 @@ class Daemon:
     def get_level(self) -> int:
         return self.level
 
+    def get_outputs_setting(self) -> str:
+        """The outputs as set, ``""`` for the default: what a timed change restores."""
+        return format_outputs(self.output_specs)
+
     def set_filters(self, text: str, who: str) -> None:
         specs, error = parse_filters(text)
         if error is not None:
@@ -440,9 +444,8 @@ class Daemon:
             server = self.client_server.stats()
             stats["clients"] = server.get("clients", 0)
             stats["server"] = server
-        if self.admin_server is not None:
-            stats["admin"] = {"refused_peers": self.admin_server.refused,
-                              "refused_requests": self.admin_server.refused_requests}
+        if self.admin_server is not None:   # refusals, changes, followers, timed changes
+            stats.update(self.admin_server.stats())
         stats["sighup_ignored"] = self.hangups
         return stats
 

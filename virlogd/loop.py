@@ -65,6 +65,20 @@ class EventLoop:
                 self._selector.register(fileobj, selectors.EVENT_READ, callback)
         self.call_later(seconds, back)
 
+    def watch_writable(self, fileobj, on: bool) -> None:
+        """Also call *fileobj*'s reader back when it can be written to (*on*), or no more.
+
+        For a socket the loop writes to without blocking (an admin follower): while its
+        peer lets it fill up, the rest waits in a queue until it can be written again. The
+        callback is the reader's, and it tells the two apart by trying both."""
+        try:
+            key = self._selector.get_key(fileobj)
+        except (KeyError, ValueError):
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
+        if key.events != events:
+            self._selector.modify(fileobj, events, key.data)
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         self._seq += 1
         heapq.heappush(self._timers, (time.monotonic() + delay, self._seq, callback))

@@ -63,6 +63,9 @@ class Router:
         self.report_interval = report_interval
         self.dump_fallback = dump_fallback
         self.fallback = None       # the daemon's fallback.Fallback: records no output took
+        # every routed batch, before the filters, while someone follows (``virlogd-admin
+        # follow``): a callable that never raises and never blocks, else None
+        self.tap: Optional[Callable[[Sequence[Record]], None]] = None
         self.received = 0
         self.dropped: Dict[str, int] = {}
         self.serial = 0            # bumped on every change; lets callers cache decisions
@@ -83,6 +86,9 @@ class Router:
         daemon hands over everything one read decoded)."""
         with self._lock:
             self.received += len(records)
+            tap = self.tap                  # admin followers (follow.py); None: no cost
+            if tap is not None:
+                tap(records)
             state = self.state
             if state.plan is not None:
                 ring = self.ring

@@ -368,7 +368,7 @@ def test_an_unknown_command_is_named_in_the_error(served):
     """An unknown command is refused, naming it and the commands there are."""
     assert raw(served.path, b'{"cmd": "reboot", "args": []}\n') == [
         {"ok": False, "error": "unknown command 'reboot' (expected one of daemon-log-filters, "
-                               "daemon-log-outputs, daemon-log-level, dump, stats)"}]
+                               "daemon-log-outputs, daemon-log-level, dump, stats, follow)"}]
 
 
 def test_too_many_arguments_are_refused(served):
