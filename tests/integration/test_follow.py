@@ -193,3 +193,23 @@ def test_only_the_daemons_user_may_follow(tmp_path):
     finally:
         assert d.stop() == 0
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_the_daemon_stopping_ends_the_follow_with_a_clear_error(tmp_path):
+    """Its daemon stops: the follower says so and exits 1 (no hang, no traceback)."""
+    d = Daemon(tmp_path, outputs=f"3:file:{tmp_path / 'out.log'}")
+    follower = Follower(d)
+    try:
+        wait_for(lambda: followers(d) == 1, what="the follower")
+    finally:
+        assert d.stop() == 0
+    try:
+        assert follower.proc.wait(10) == 1
+        follower.reader.join(10)
+        assert follower.proc.stderr.read().decode() == (
+            f"virlogd-admin: error: virlogd at {d.admin_socket} ended the follow (it stopped, "
+            f"or closed the connection)\n")
+    finally:
+        if follower.proc.poll() is None:
+            follower.proc.kill()
+            follower.proc.wait()
