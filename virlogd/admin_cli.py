@@ -71,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("value", metavar="LEVEL", nargs="?")
     _add_for(c)
     sub.add_parser("dump", help="write the ring buffer to the outputs (like SIGUSR2)")
-    c = sub.add_parser("stats", help="records received, written, dropped; clients; buffer")
+    c = sub.add_parser("stats", help="records received, written, dropped; clients; buffer; "
+                       "followers; timed changes")
     shown = c.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the statistics as JSON")
     shown.add_argument("--openmetrics", action="store_true",
