@@ -1,5 +1,5 @@
 # The two commands of the README, plus the benchmark.
-.PHONY: setup run test bench install
+.PHONY: setup run test bench install fuzz
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,11 @@ test:
 
 bench: setup
 	.venv/bin/python bench/run.py
+
+# Coverage-guided fuzzing of every parser of outside input (fuzz/run.py): each target for
+# FUZZ_SECONDS (300), in pure Python, then against the C twins built with ASan and UBSan.
+fuzz: setup
+	.venv/bin/python fuzz/run.py --seconds $${FUZZ_SECONDS:-300}
 
 # The systemd units, /etc/virlogd.conf and the logrotate file (as root).
 install:
