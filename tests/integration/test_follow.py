@@ -29,6 +29,10 @@ client.close()
 """
 
 
+def _interactive_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Follower:
     """A real ``virlogd-admin follow``; its standard output is read by a thread into
     ``lines`` (unless *read* is False: then nobody reads it and it backs up)."""
@@ -36,7 +40,10 @@ class Follower:
     def __init__(self, d: Daemon, *args: str, read: bool = True, stderr=None) -> None:
         self.proc = subprocess.Popen([ADMIN, "-S", d.admin_socket, "follow", *args], env=d.env,
                                      stdout=subprocess.PIPE,
-                                     stderr=stderr if stderr is not None else subprocess.PIPE)
+                                     stderr=stderr if stderr is not None else subprocess.PIPE,
+                                     # as from a terminal: a suite started with SIGINT ignored
+                                     # (nohup, a background job) would pass that on
+                                     preexec_fn=_interactive_sigint)
         self.lines = []
         if read:
             self.start_reading()
