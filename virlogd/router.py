@@ -165,15 +165,7 @@ class Router:
                 error = error[:200] + "..."
             message = f"could not route {what}: {error} ({count} {reason} so far"
             message += f", {suppressed} similar report(s) suppressed)" if suppressed else ")"
-            report = Record(4, REPORT_SOURCE, message)
-            line = format_line(report)
-            for out in self.state.outputs:
-                try:
-                    out.handle(report, line)
-                    out.flush()
-                except Exception:  # noqa: BLE001 - counted, never reported recursively
-                    out.failed += 1
-                    out.failed_record = None
+            self._broadcast(Record(4, REPORT_SOURCE, message))
 
     def keep(self, entry: bytes) -> None:
         """A record only the ring wants, already packed (``pack_here``): the library's debug
@@ -233,8 +225,9 @@ class Router:
         self._tell_others(out, f"output '{out.describe()}' works again "
                                f"({out.failed} failure{'s' if out.failed != 1 else ''} in all)")
 
-    def _tell_others(self, about: Output, message: str) -> None:
-        report = Record(4 if about.failing else 3, "virlogd.output", message)
+    def _broadcast(self, report: Record, about: Optional[Output] = None) -> None:
+        """Write the daemon's own *report* to every output but *about*: a failure here is
+        counted on that output, never reported (a report of a report could loop)."""
         line = format_line(report)
         for out in self.state.outputs:
             if out is about:
@@ -245,6 +238,10 @@ class Router:
             except Exception:  # noqa: BLE001 - counted, never reported recursively
                 out.failed += 1
                 out.failed_record = None
+
+    def _tell_others(self, about: Output, message: str) -> None:
+        report = Record(4 if about.failing else 3, "virlogd.output", message)
+        self._broadcast(report, about)
         if self.fallback is not None:       # its reader learns it too, once it is in use
             self.fallback.tell(report)
 
