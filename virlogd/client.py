@@ -475,6 +475,15 @@ class Client:
                 pass
 
 
+def program_name() -> Optional[str]:
+    """This program's name for the ``ident`` of its records (journald's SYSLOG_IDENTIFIER):
+    the script's base name; none for ``python -c`` and ``python -`` (a script read from
+    stdin), whose argv[0] names nothing, so the record's source stands in for it."""
+    argv0 = sys.argv[0] if getattr(sys, "argv", None) else ""
+    name = os.path.basename(argv0)
+    return name if name and name not in ("-c", "-") else None
+
+
 def choose_socket(candidates: Sequence[str]) -> Tuple[str, List[str]]:
     """The socket to use of *candidates* (``defaults.client_socket_candidates()``): the first
     that exists in a directory nobody else controls, else the last; and the ones passed over.

@@ -37,7 +37,7 @@ import traceback
 from typing import Dict, Optional
 
 from . import fieldnames, wire
-from .client import Client
+from .client import Client, program_name
 
 # every attribute a plain LogRecord has, so that what is left over came from extra=
 _PLAIN = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
@@ -63,10 +63,7 @@ def _priority(levelno) -> int:
     return _PRIORITY.get(levelno) or priority_of(levelno)
 
 
-def _program() -> Optional[str]:
-    argv0 = sys.argv[0] if getattr(sys, "argv", None) else ""
-    name = os.path.basename(argv0)
-    return name if name and name != "-c" else None
+_program = program_name
 
 
 _LEVEL_OF = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}

@@ -16,15 +16,13 @@ from __future__ import annotations
 import os
 import sys
 
-from ..client import Client
+from ..client import Client, program_name
 from ..record import Record
 from .. import wire
 from .base import Output
 
 
-def _program():
-    name = os.path.basename(sys.argv[0]) if getattr(sys, "argv", None) else ""
-    return name if name and name != "-c" else None
+_program = program_name
 
 
 class VirlogdOutput(Output):
