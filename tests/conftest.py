@@ -470,3 +470,14 @@ def rsyslog_tls_server(short_dir) -> RsyslogServer:
     server.ca_file = tls["ca"]
     yield server
     server.stop()
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user may traverse (pytest's tmp_path is 0700), with a short path
+    (socket paths inside it stay under AF_UNIX's limit): for daemons or clients run as
+    another user."""
+    path = tempfile.mkdtemp(prefix="vl.", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)

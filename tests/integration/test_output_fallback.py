@@ -15,7 +15,6 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import List, Sequence
@@ -57,14 +56,6 @@ def need_namespace() -> None:
 def in_namespace(cmd: Sequence[str], *steps: str) -> List[str]:
     return ["unshare", "-m", "sh", "-c", NAMESPACE, "namespace", *steps, "--", *cmd]
 
-
-@pytest.fixture
-def open_dir():
-    """A directory every user may traverse (pytest's tmp_path is 0700), with a short path."""
-    path = tempfile.mkdtemp(prefix="vlfb.", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Detached:

@@ -55,14 +55,6 @@ def user(root_only):
     shutil.rmtree(runtime, ignore_errors=True)
 
 
-@pytest.fixture
-def open_dir():
-    """A directory every user may traverse (pytest's tmp_path is 0700)."""
-    path = tempfile.mkdtemp(prefix="vlpath.", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
-
 
 def user_env():
     """A login-less environment: no XDG_RUNTIME_DIR (cron, su), so the /tmp default applies."""

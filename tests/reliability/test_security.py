@@ -3,13 +3,11 @@ import json
 import os
 import pwd
 import re
-import shutil
 import socket
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -22,14 +20,6 @@ from daemonproc import (ADMIN, VIRLOG, Daemon, as_other_user_cmd, other_user as 
 
 TEST_USER = "virlogd-test"
 
-
-@pytest.fixture
-def open_dir():
-    """A directory every user may traverse (pytest's tmp_path is 0700)."""
-    path = tempfile.mkdtemp(prefix="vlsec.", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
