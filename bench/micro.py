@@ -61,7 +61,7 @@ def case(name: str, n: int, sock: str, workdir: str):
                 info(msg)
         return loop, handler.flush
     if name == "handler":
-        from virlogd.handler import VirlogdHandler
+        from virlogd.client.handler import VirlogdHandler
         handler = VirlogdHandler(sock)
         info = _stdlib_logger(handler).info
         handler.client.flush()            # connect before the clock starts
@@ -72,7 +72,7 @@ def case(name: str, n: int, sock: str, workdir: str):
         return loop, handler.flush
     if name.startswith("lib_"):
         import virlogd
-        from virlogd import library
+        from virlogd.client import library
         if name == "lib_info":        # log.info to the daemon, default 64 kB ring
             library.configure(level=2, outputs=f"2:virlogd:{sock}", buffer_size=64)
         elif name == "lib_debug_ring":  # debug reaches the ring only

@@ -265,7 +265,7 @@ class Virlogd:
         return self.proc.pid
 
     def admin(self, cmd: str, *args: str):
-        from virlogd.admin_cli import request
+        from virlogd.cli.admin import request
         return request(self.admin_socket, cmd, list(args))
 
     def stop(self) -> None:

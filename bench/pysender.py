@@ -34,9 +34,9 @@ def main() -> int:
     mode, path, count, length = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     messages = [body(i, length) for i in range(count)]
     if mode in ("record", "frame"):
-        from virlogd.client import Client
-        from virlogd.record import Record
-        from virlogd.wire import encode_parts
+        from virlogd.client.client import Client
+        from virlogd.core.record import Record
+        from virlogd.protocol.wire import encode_parts
         client = Client(path)
         ready()
         print(f"start {time.monotonic():.6f}", flush=True)
@@ -54,7 +54,7 @@ def main() -> int:
         logger.propagate = False
         logger.setLevel(logging.INFO)
         if mode == "handler":
-            from virlogd.handler import VirlogdHandler
+            from virlogd.client.handler import VirlogdHandler
             handler = VirlogdHandler(path)
         else:
             handler = logging.handlers.SysLogHandler(address=path)

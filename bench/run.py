@@ -405,7 +405,7 @@ def render(rows, once, goal_list, info, args) -> str:
 
 
 def _twins() -> bool:
-    from virlogd import native
+    from virlogd.core import native
     return not native.PURE and all(native.built(name) for name in native.TWINS)
 
 

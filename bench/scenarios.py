@@ -188,8 +188,8 @@ def virlogd_journald(ctx: Context, n: int) -> Sample:
         # returns once virlogd has routed it all (it closes the connection after our EOF)
         start, _end, ccpu = peers.run_sender([ctx.senders, "virlogd", daemon.socket, str(n),
                                               str(MSGLEN), tag, "1"])
-        from virlogd.client import Client
-        from virlogd.record import Record
+        from virlogd.client.client import Client
+        from virlogd.core.record import Record
         with Client(daemon.socket) as client:           # the sentinel, after every record
             client.send(Record(2, tag, "end of run", fields={"BENCH_END": tag}))
         end = _journal_wait(f"BENCH_END={tag}")

@@ -78,13 +78,16 @@ else:
 
 with _instrumented():
     import virlogd  # noqa: E402,F401
-    from virlogd import admin, daemon, native, record, ring, router, server, settings, \
-        specs, syslog_input, textformat, wire  # noqa: E402,F401
-    from virlogd.filters import FilterSet  # noqa: E402
+    from virlogd.daemon import admin, daemon, server
+    from virlogd.core import native, record, ring, router, settings
+    from virlogd.core import specs, textformat  # noqa: E402,F401
+    from virlogd.daemon import syslog_input  # noqa: E402,F401
+    from virlogd.protocol import wire  # noqa: E402,F401
+    from virlogd.core.filters import FilterSet  # noqa: E402
     from virlogd.outputs import base, file as file_output, stderr as stderr_output  # noqa
     from virlogd.outputs.base import Output, OutputContext  # noqa: E402
-    from virlogd.ring import RingBuffer  # noqa: E402
-    from virlogd.router import Router, RouterState  # noqa: E402
+    from virlogd.core.ring import RingBuffer  # noqa: E402
+    from virlogd.core.router import Router, RouterState  # noqa: E402
 
 
 def check_twins() -> str:

@@ -14,7 +14,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from virlogd import wire  # noqa: E402
+from virlogd.protocol import wire  # noqa: E402
 
 T = 1_764_662_400.5
 

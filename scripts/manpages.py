@@ -144,7 +144,7 @@ def subcommands(parser: argparse.ArgumentParser) -> List[str]:
 
 
 def environment() -> List[str]:
-    from virlogd.settings import KEYS
+    from virlogd.core.settings import KEYS
     out = [".SH ENVIRONMENT"]
     for key in KEYS.values():
         if key.env:
@@ -162,7 +162,7 @@ def see_also(*pages: str) -> List[str]:
 
 # -- the pages -------------------------------------------------------------------------------
 def virlogd_8() -> str:
-    from virlogd import cli
+    from virlogd.cli import virlogd as cli
     p = cli.parser()
     out = header("virlogd", 8, "System Administration") + synopsis(p) + description(p)
     out += [".PP"] + paragraphs("""
@@ -202,7 +202,7 @@ def virlogd_8() -> str:
 
 
 def virlog_1() -> str:
-    from virlogd import virlog_cli
+    from virlogd.cli import virlog as virlog_cli
     p = virlog_cli.parser()
     out = header("virlog", 1, "User Commands") + synopsis(p) + description(p)
     out += [".PP"] + paragraphs("""
@@ -218,7 +218,7 @@ def virlog_1() -> str:
 
 
 def virlogd_admin_8() -> str:
-    from virlogd import admin_cli
+    from virlogd.cli import admin as admin_cli
     p = admin_cli.parser()
     out = header("virlogd-admin", 8, "System Administration") + synopsis(p) + description(p)
     out += [".PP"] + paragraphs("""

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 
 from daemonproc import wait_for as wait_until  # noqa: F401 - shared with the tests
-from virlogd.sockets import listening
+from virlogd.daemon.sockets import listening
 
 JOURNALD = "/lib/systemd/systemd-journald"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from virlogd.sockets import listening
+from virlogd.daemon.sockets import listening
 
 VENV_BIN = Path(sys.executable).parent
 VIRLOGD = str(VENV_BIN / "virlogd")

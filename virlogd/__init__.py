@@ -10,9 +10,9 @@
 """
 __version__ = "1.0"
 
-from .errors import ConfigError, VirlogdError  # noqa: E402
-from .library import Logger, configure, dump_buffer, getLogger  # noqa: E402
-from .priority import Priority  # noqa: E402
+from .core.errors import ConfigError, VirlogdError  # noqa: E402
+from .client.library import Logger, configure, dump_buffer, getLogger  # noqa: E402
+from .core.priority import Priority  # noqa: E402
 
 __all__ = ["ConfigError", "Logger", "Priority", "VirlogdError", "VirlogdHandler",
            "configure", "dump_buffer", "getLogger", "__version__"]
@@ -21,6 +21,6 @@ __all__ = ["ConfigError", "Logger", "Priority", "VirlogdError", "VirlogdHandler"
 def __getattr__(name):
     # the handler pulls in the socket client; programs that only log in-process skip it
     if name == "VirlogdHandler":
-        from .handler import VirlogdHandler
+        from .client.handler import VirlogdHandler
         return VirlogdHandler
     raise AttributeError(f"module 'virlogd' has no attribute {name!r}")

@@ -1,4 +1,4 @@
 """``python -m virlogd``: the daemon."""
-from .cli import main_entry
+from .cli.virlogd import main_entry
 
 main_entry()

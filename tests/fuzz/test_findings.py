@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 
-from virlogd import settings
+from virlogd.core import settings
 
 
 def _load(tmp_path, text: str):

@@ -20,15 +20,15 @@ import threading
 import time
 from typing import List, Optional
 
-from virlogd.filters import FilterSet
-from virlogd.loop import EventLoop
+from virlogd.core.filters import FilterSet
+from virlogd.daemon.loop import EventLoop
 from virlogd.outputs import OutputContext
 from virlogd.outputs.base import Output
 from virlogd.outputs.file import FileOutput
-from virlogd.router import Router, RouterState
-from virlogd.server import ClientServer
-from virlogd.sockets import bind_unix
-from virlogd.specs import OutputSpec
+from virlogd.core.router import Router, RouterState
+from virlogd.daemon.server import ClientServer
+from virlogd.daemon.sockets import bind_unix
+from virlogd.core.specs import OutputSpec
 
 
 class SlowFile(FileOutput):

@@ -21,11 +21,11 @@ from typing import List, Optional
 
 import pytest
 
-from virlogd.admin import MAX_REQUEST, AdminServer, bind_admin_socket
-from virlogd.errors import ConfigError
-from virlogd.loop import EventLoop
-from virlogd.priority import parse_priority
-from virlogd.specs import format_filters, format_outputs, parse_filters, parse_outputs
+from virlogd.daemon.admin import MAX_REQUEST, AdminServer, bind_admin_socket
+from virlogd.core.errors import ConfigError
+from virlogd.daemon.loop import EventLoop
+from virlogd.core.priority import parse_priority
+from virlogd.core.specs import format_filters, format_outputs, parse_filters, parse_outputs
 
 from daemonproc import as_other_user_cmd, other_user
 

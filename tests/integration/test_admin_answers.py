@@ -8,7 +8,7 @@ import json
 import os
 
 from daemonproc import Daemon, read_until, wait_for
-from virlogd import defaults
+from virlogd.core import defaults
 
 
 def stats(d):

@@ -14,9 +14,9 @@ import pytest
 
 import virlogd
 from serve import InProcessServer
-from virlogd.client import Client
-from virlogd.handler import VirlogdHandler
-from virlogd.record import Record
+from virlogd.client.client import Client
+from virlogd.client.handler import VirlogdHandler
+from virlogd.core.record import Record
 
 SERVE = os.path.join(os.path.dirname(__file__), "serve.py")
 
@@ -75,8 +75,8 @@ class TestClient:
     def test_records_are_flushed_at_interpreter_exit(self, server):
         """A program that exits without flush() or close() still delivers its records."""
         pid, _ = python(f"""
-            from virlogd.client import Client
-            from virlogd.record import Record
+            from virlogd.client.client import Client
+            from virlogd.core.record import Record
             c = Client({server.path!r}, delay=60)
             c.send(Record(2, "exit", "last words"))
         """)
@@ -108,8 +108,8 @@ class TestClient:
         path = str(tmp_path / "sock")
         proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
             import os, sys, time
-            from virlogd.client import Client
-            from virlogd.record import Record
+            from virlogd.client.client import Client
+            from virlogd.core.record import Record
             c = Client({path!r})
             c.send(Record(2, "fork", "queued by the parent"))     # nobody listens yet
             assert len(c._queue) == 1
@@ -200,8 +200,8 @@ class TestClient:
         daemon = start()
         client = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
             import sys
-            from virlogd.client import Client
-            from virlogd.record import Record
+            from virlogd.client.client import Client
+            from virlogd.core.record import Record
             c = Client({path!r})
             for line in sys.stdin:
                 c.send(Record(2, "s", line.strip())); c.flush()
@@ -388,8 +388,8 @@ class TestNothingSilentAtExit:
         stale.bind(path)
         stale.close()
         python(f"""
-            from virlogd.client import Client
-            from virlogd.record import Record
+            from virlogd.client.client import Client
+            from virlogd.core.record import Record
             Client({path!r}).send(Record(2, "x", "lost"))
         """, stderr=f"virlogd: warning: 1 record was not delivered to virlogd at {path}: "
                     f"Connection refused\n")
@@ -424,8 +424,8 @@ class TestLibraryOutput:
         _, out = python(f"""
             import virlogd
             from virlogd.outputs import OutputContext, build
-            from virlogd.specs import OutputSpec
-            from virlogd.record import Record
+            from virlogd.core.specs import OutputSpec
+            from virlogd.core.record import Record
             out = build(OutputSpec(1, "virlogd", {str(tmp_path / "nobody")!r}),
                         OutputContext())
             out.client.hold = 5

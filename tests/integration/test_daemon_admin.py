@@ -2,7 +2,7 @@
 import json
 
 from daemonproc import Daemon, read_until
-from virlogd.defaults import journal_writable
+from virlogd.core.defaults import journal_writable
 
 
 def messages(path):

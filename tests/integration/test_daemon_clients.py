@@ -69,8 +69,8 @@ def test_eight_concurrent_clients_each_arrive_complete_and_in_order(tmp_path):
     d = Daemon(tmp_path, outputs=f"1:file:{log}", args=["--log-level", "1"])
     program = f"""
         import os, virlogd
-        from virlogd.client import Client
-        from virlogd.record import Record
+        from virlogd.client.client import Client
+        from virlogd.core.record import Record
         client = Client({d.socket!r})
         for i in range(10000):
             client.send(Record(2, "load", f"seq %d" % i))
@@ -99,8 +99,8 @@ def test_a_malformed_frame_closes_only_that_connection_and_names_the_pid(tmp_pat
     try:
         good = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from virlogd.client import Client
-            from virlogd.record import Record
+            from virlogd.client.client import Client
+            from virlogd.core.record import Record
             c = Client({d.socket!r})
             for i in range(50):
                 c.send(Record(3, "good", "good %d" % i)); c.flush(); time.sleep(0.01)
@@ -126,8 +126,8 @@ def test_a_client_survives_a_daemon_restart_and_its_drops_are_reported(tmp_path)
     flag = tmp_path / "go"
     program = f"""
         import os, time, virlogd
-        from virlogd.client import Client
-        from virlogd.record import Record
+        from virlogd.client.client import Client
+        from virlogd.core.record import Record
         c = Client({d.socket!r}, hold=100)
         c.send(Record(3, "survivor", "before the restart")); c.flush()
         print("sent", flush=True)

@@ -19,8 +19,8 @@ import time
 import pytest
 
 from daemonproc import Daemon, wait_for
-from virlogd import wire
-from virlogd.record import Record
+from virlogd.protocol import wire
+from virlogd.core.record import Record
 
 # Each program logs, every ~50 ms, a qemu.* debug record and a warning of another source,
 # numbered, until its stdin closes. The debug records are what the daemon does not want
@@ -41,7 +41,7 @@ LIBRARY = textwrap.dedent("""
 
 HANDLER = textwrap.dedent("""
     import logging, sys, threading, time
-    from virlogd.handler import VirlogdHandler
+    from virlogd.client.handler import VirlogdHandler
     handler = VirlogdHandler(sys.argv[1])
     logging.getLogger().addHandler(handler)
     qemu = logging.getLogger("qemu.driver")
@@ -238,7 +238,7 @@ def test_a_version_3_client_hears_the_wish_at_once_and_each_change(tmp_path):
 # -- the handler's levels ------------------------------------------------------------------
 LEVELS = textwrap.dedent("""
     import logging, sys, time
-    from virlogd.handler import VirlogdHandler
+    from virlogd.client.handler import VirlogdHandler
     follow = sys.argv[2] == "follow"
     handler = VirlogdHandler(sys.argv[1], follow_daemon_levels=follow)
     logging.getLogger().addHandler(handler)

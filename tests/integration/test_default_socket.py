@@ -18,8 +18,8 @@ import pytest
 
 from conftest import require_real
 from daemonproc import VIRLOG, VIRLOGD, as_other_user_cmd
-from virlogd import defaults
-from virlogd.client import choose_socket, undelivered_line
+from virlogd.core import defaults
+from virlogd.client.client import choose_socket, undelivered_line
 
 SYSTEM = "/run/virlogd/virlogd-sock"
 

@@ -88,7 +88,7 @@ def test_pidof_finds_the_daemon_started_as_python_m_virlogd(tmp_path):
 def test_the_command_line_is_never_made_longer():
     """The new command line fits the old one's space, padded with NULs; if the arguments do
     not fit, the name alone; if not even that, nothing is written."""
-    from virlogd.proctitle import command_line
+    from virlogd.daemon.proctitle import command_line
     assert command_line("virlogd", ["-v"], 16) == b"virlogd\0-v\0" + b"\0" * 5
     assert command_line("virlogd", ["--socket", "/x"], 10) == b"virlogd\0\0\0"
     assert command_line("virlogd", [], 4) is None
@@ -219,7 +219,7 @@ def test_a_man_page_says_what_help_says(pages, program):
 def test_the_config_page_documents_every_key_virlogd_knows(pages):
     """etc/virlogd.conf documents exactly the keys the daemon accepts, and virlogd.conf(5)
     has an entry for each, with its comment."""
-    from virlogd.settings import KEYS
+    from virlogd.core.settings import KEYS
     conf = (ROOT / "etc" / "virlogd.conf").read_text()
     assert sorted(set(manpages.documented_keys(conf))) == sorted(KEYS)
     text = rendered(pages / PAGES["virlogd.conf"], 200)

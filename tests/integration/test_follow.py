@@ -17,8 +17,8 @@ N_LOAD = 100_000
 # One client of the library sends N records as fast as it can, then waits for nothing.
 LOAD = r"""
 import sys, time
-from virlogd.client import Client
-from virlogd import wire
+from virlogd.client.client import Client
+from virlogd.protocol import wire
 sock, n, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 client = Client(sock)
 encode = wire.encode_parts

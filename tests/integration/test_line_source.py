@@ -23,8 +23,8 @@ def test_a_relayed_record_names_its_source_and_the_daemons_own_do_not(tmp_path):
         # a library client with a call site: qemuMonitorSend:1024, as in DESIGN §7
         client = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
             import os
-            from virlogd.client import Client
-            from virlogd.record import Record
+            from virlogd.client.client import Client
+            from virlogd.core.record import Record
             client = Client({d.socket!r})
             client.send(Record(1, "qemu.monitor", "sent", func="qemuMonitorSend", line=1024))
             client.close()

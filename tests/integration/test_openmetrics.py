@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from daemonproc import ADMIN, Daemon, read_until, wait_for
-from virlogd.metrics import render
+from virlogd.cli.metrics import render
 
 
 def parse(text):

@@ -24,7 +24,7 @@ import pytest
 from conftest import require_real
 from daemonproc import (ADMIN, VIRLOG, VIRLOGD, Daemon, as_other_user_cmd, isolated_env,
                         other_user, read_until, wait_for)
-from virlogd import defaults
+from virlogd.core import defaults
 
 # Sets up the namespace from its arguments, up to "--", then runs the command after it:
 #   bind SRC DST    SRC mounted over DST

@@ -14,8 +14,8 @@ import pytest
 
 from daemonproc import read_to_eof
 from serve import InProcessServer
-from virlogd import wire
-from virlogd.record import Record
+from virlogd.protocol import wire
+from virlogd.core.record import Record
 
 UID, GID = os.getuid(), os.getgid()
 
@@ -72,8 +72,8 @@ def wait_closed(sock):
 def test_eight_concurrent_clients_each_arrive_complete_and_in_order(server):
     """8 client processes x 10,000 records: nothing lost, each client's order kept."""
     pids = run_clients(8, f"""
-        from virlogd.client import Client
-        from virlogd.record import Record
+        from virlogd.client.client import Client
+        from virlogd.core.record import Record
         client = Client({server.path!r})
         client.send_many(Record(2, "load", "seq %d" % i) for i in range(10000))
         client.close()
@@ -90,8 +90,8 @@ def test_eight_concurrent_clients_each_arrive_complete_and_in_order(server):
 def test_every_record_carries_the_peers_real_pid_uid_and_gid(server):
     """Identity comes from SO_PEERCRED: a record claiming pid 1 and uid 0 cannot forge it."""
     pid, = run_clients(1, f"""
-        from virlogd.client import Client
-        from virlogd.record import Record
+        from virlogd.client.client import Client
+        from virlogd.core.record import Record
         client = Client({server.path!r})
         client.send(Record(4, "forger", "I am init", pid=1, uid=0, gid=0,
                            fields={{"_PID": "1", "OBJECT_PID": "1", "_UID": "0"}}))

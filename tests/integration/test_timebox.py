@@ -7,8 +7,8 @@ import time
 import pytest
 
 from daemonproc import Daemon, read_until, wait_for
-from virlogd.errors import ConfigError
-from virlogd.timebox import format_duration, parse_duration
+from virlogd.core.errors import ConfigError
+from virlogd.daemon.timebox import format_duration, parse_duration
 
 TEMPORARY = re.compile(r'^ Temporary: reverts to "(.*)" in (\d+)s \(set for 2s by uid \d+ '
                        r'pid \d+\)$')

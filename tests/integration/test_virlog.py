@@ -10,7 +10,8 @@ import pytest
 
 from daemonproc import Daemon, read_until
 from serve import InProcessServer
-from virlogd import virlog_cli, wire
+from virlogd.cli import virlog as virlog_cli
+from virlogd.protocol import wire
 
 VIRLOG = str(Path(sys.executable).parent / "virlog")
 USAGE = virlog_cli.parser().format_usage()     # the command's own: its flags change

@@ -104,7 +104,7 @@ for command in sys.stdin:            # "FIRST COUNT": log records FIRST..FIRST+C
     for n in range(first, first + count):
         log.info("record %d", n, fields={"TEST_RUN": RUN})
     print("sent", flush=True)
-stats = virlogd.library._router.stats()["outputs"]     # no public stats in the library
+stats = virlogd.client.library._router.stats()["outputs"]     # no public stats in the library
 print(json.dumps({o["output"]: o["failed"] for o in stats}), flush=True)
 """
 
@@ -215,8 +215,8 @@ def test_a_relayed_record_carries_the_clients_identity_and_keeps_renamed_fields(
     journald would drop ('lower') or that would forge ours ('MESSAGE') keeps its data."""
     from virlogd.outputs import OutputContext
     from virlogd.outputs.journald import JournaldOutput
-    from virlogd.record import Record
-    from virlogd.specs import OutputSpec
+    from virlogd.core.record import Record
+    from virlogd.core.specs import OutputSpec
 
     run_id = uuid.uuid4().hex
     client = subprocess.Popen(["sleep", "30"])

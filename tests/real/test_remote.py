@@ -8,12 +8,12 @@ import socket
 import pytest
 
 from tests.conftest import wait_until
-from virlogd.filters import FilterSet
+from virlogd.core.filters import FilterSet
 from virlogd.outputs import OutputContext, build
 from virlogd.outputs.remote import RemoteOutput, format_message
-from virlogd.record import Record
-from virlogd.router import Router, RouterState
-from virlogd.specs import parse_outputs
+from virlogd.core.record import Record
+from virlogd.core.router import Router, RouterState
+from virlogd.core.specs import parse_outputs
 
 
 def remote(url: str, **ctx) -> RemoteOutput:

@@ -17,13 +17,13 @@ import threading
 import pytest
 
 from tests.conftest import wait_until
-from virlogd.filters import FilterSet
-from virlogd.loop import EventLoop
+from virlogd.core.filters import FilterSet
+from virlogd.daemon.loop import EventLoop
 from virlogd.outputs import OutputContext, build
-from virlogd.router import Router, RouterState
-from virlogd.sockets import SocketInUse
-from virlogd.specs import parse_filters, parse_outputs
-from virlogd.syslog_input import SyslogInput, bind_syslog_socket
+from virlogd.core.router import Router, RouterState
+from virlogd.daemon.sockets import SocketInUse
+from virlogd.core.specs import parse_filters, parse_outputs
+from virlogd.daemon.syslog_input import SyslogInput, bind_syslog_socket
 
 # a syslog record is relayed: its line names the tag (the source) after the level
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: (\d+): (\w+) : \S+ : (.*)$")

@@ -27,8 +27,8 @@ import pytest
 from tests.conftest import _stop_pid, dgram_listening, require_real, wait_until
 from virlogd.outputs import OutputContext, build
 from virlogd.outputs.remote import RemoteOutput, unreversible
-from virlogd.record import Record
-from virlogd.specs import parse_outputs
+from virlogd.core.record import Record
+from virlogd.core.specs import parse_outputs
 
 LOCAL = Path(__file__).resolve().parents[2] / ".venv" / "syslog-ng"
 SD_ID = "virlogd@32473"

@@ -85,7 +85,7 @@ for command in sys.stdin:            # "FIRST COUNT": records FIRST..FIRST+COUNT
     for n in range(first, first + count):
         log.warning("record %d", n)
     print("sent", flush=True)
-stats = virlogd.library._router.stats()["outputs"]     # no public stats in the library
+stats = virlogd.client.library._router.stats()["outputs"]     # no public stats in the library
 print(json.dumps({o["output"]: o["failed"] for o in stats}), flush=True)
 """
 

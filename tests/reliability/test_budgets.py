@@ -19,8 +19,10 @@ import time
 import pytest
 
 from daemonproc import VIRLOGD, Daemon, isolated_env, read_until, rss_kb, wait_for
-from virlogd import limits, server, settings as settings_mod, wire
-from virlogd.record import Record
+from virlogd.daemon import limits, server
+from virlogd.core import settings as settings_mod
+from virlogd.protocol import wire
+from virlogd.core.record import Record
 
 MiB = 1024 * 1024
 

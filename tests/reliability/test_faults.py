@@ -69,8 +69,8 @@ def figures(name, **values):
 # -- the daemon dies ---------------------------------------------------------------------
 STREAMER = """
     import sys, time
-    from virlogd.client import Client
-    from virlogd.record import Record
+    from virlogd.client.client import Client
+    from virlogd.core.record import Record
     client = Client(sys.argv[1], hold=int(sys.argv[2]))
     for i in range(int(sys.argv[3])):
         client.send(Record(3, "stream", "seq %d" % i))
@@ -242,8 +242,8 @@ def test_a_file_replaced_or_deleted_under_the_daemon_is_reopened_within_a_second
     d = Daemon(tmp_path, outputs=f"1:file:{log}")
     stream = python("""
         import sys, time
-        from virlogd.client import Client
-        from virlogd.record import Record
+        from virlogd.client.client import Client
+        from virlogd.core.record import Record
         client = Client(sys.argv[1])
         for i in range(600):
             client.send(Record(3, "swap", "seq %d" % i)); client.flush(); time.sleep(0.005)
@@ -396,7 +396,7 @@ def test_a_fifo_nobody_reads_never_blocks_ingestion_and_counts_what_it_drops(tmp
 def test_stalled_and_trickling_clients_do_not_hold_up_others_or_the_shutdown(tmp_path):
     """A client stuck mid-frame, one sending a byte per second and one that dies mid-frame:
     others' records flow, the dead one is counted, and SIGTERM still ends in time."""
-    from virlogd import wire
+    from virlogd.protocol import wire
     log = tmp_path / "out.log"
     d = Daemon(tmp_path, outputs=f"1:file:{log}")
     frame = wire.encode_parts(3, "trickle", "trickled record", time=time.time())
@@ -424,8 +424,8 @@ def test_stalled_and_trickling_clients_do_not_hold_up_others_or_the_shutdown(tmp
         read_until(log, "trickled record")
         good = python("""
             import sys
-            from virlogd.client import Client
-            from virlogd.record import Record
+            from virlogd.client.client import Client
+            from virlogd.core.record import Record
             client = Client(sys.argv[1])
             for i in range(1000):
                 client.send(Record(3, "good", "good seq %d" % i))
@@ -461,7 +461,7 @@ def test_a_client_that_never_reads_its_answers_costs_the_daemon_nothing(tmp_path
     """A version 2 client that ignores the daemon's answers fills its own receive buffer:
     the daemon skips answers it cannot write at once, never blocks and keeps no backlog; all
     of that client's records and everyone else's arrive."""
-    from virlogd import wire
+    from virlogd.protocol import wire
     log = tmp_path / "out.log"
     d = Daemon(tmp_path, outputs=f"1:file:{log}")
     total = 60000

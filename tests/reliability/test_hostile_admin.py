@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
 from daemonproc import Daemon, read_to_eof, read_until
-from virlogd.admin import COMMANDS, MAX_REQUEST
+from virlogd.daemon.admin import COMMANDS, MAX_REQUEST
 
 SETTINGS = hsettings(max_examples=300, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow])

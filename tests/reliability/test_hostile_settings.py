@@ -5,8 +5,8 @@ import subprocess
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from daemonproc import VIRLOGD, isolated_env
-from virlogd import settings as S
-from virlogd.cli import main
+from virlogd.core import settings as S
+from virlogd.cli.virlogd import main
 
 KEYS = sorted(S.KEYS)
 values = st.one_of(

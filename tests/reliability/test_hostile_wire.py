@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from daemonproc import Daemon, read_to_eof, read_until
-from virlogd import wire
-from virlogd.errors import ProtocolError
+from virlogd.protocol import wire
+from virlogd.core.errors import ProtocolError
 
 SETTINGS = hsettings(max_examples=500, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow,
@@ -79,8 +79,8 @@ def daemon(request, tmp_path_factory):
     stop = tmp / "stop"
     good = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, time
-        from virlogd.client import Client
-        from virlogd.record import Record
+        from virlogd.client.client import Client
+        from virlogd.core.record import Record
         client = Client({d.socket!r})
         i = 0
         while not os.path.exists({str(stop)!r}):

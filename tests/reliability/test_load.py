@@ -28,8 +28,8 @@ SIGNAL_PERIOD = 0.010
 # through the library's Client exactly as a program would; prints its pid when done.
 CLIENT = r"""
 import os, sys, time
-from virlogd.client import Client
-from virlogd import wire
+from virlogd.client.client import Client
+from virlogd.protocol import wire
 sock, idx, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 print(os.getpid(), flush=True)
 client = Client(sock)

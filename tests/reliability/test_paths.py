@@ -28,7 +28,7 @@ import pytest
 from conftest import require_real
 from daemonproc import (VIRLOGD, Daemon, as_other_user_cmd, other_user, read_until,
                         wait_for)
-from virlogd.sockets import listening
+from virlogd.daemon.sockets import listening
 
 NOBODY = 65534
 TESTS = Path(__file__).resolve().parent.parent

@@ -16,12 +16,12 @@ import time
 
 import pytest
 
-from virlogd import native
-from virlogd.ring import RingBuffer
+from virlogd.core import native
+from virlogd.core.ring import RingBuffer
 
 WRITER = textwrap.dedent("""
     import sys, zlib
-    from virlogd.ring import RingBuffer
+    from virlogd.core.ring import RingBuffer
     ring = RingBuffer(200, sys.argv[1], _pure=sys.argv[2] == "py")
     n = 0
     while True:

@@ -32,7 +32,7 @@ import pytest
 
 from conftest import require_real, wait_until
 from daemonproc import VIRLOG, VIRLOGD, read_until, wait_for
-from virlogd.sockets import listening
+from virlogd.daemon.sockets import listening
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 UNITS = ("virlogd.service", "virlogd.socket", "virlogd-admin.socket")

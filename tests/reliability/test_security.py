@@ -146,7 +146,7 @@ def test_the_number_of_clients_is_capped_with_a_clear_refusal(open_dir):
 
 FLOODER = """
     import socket, sys, time
-    from virlogd import wire
+    from virlogd.protocol import wire
     blob = b"".join(wire.encode_parts(1, "flood", "flood record %06d " % i + "x" * 100,
                                       time=1.0) for i in range(8000))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -167,7 +167,7 @@ def test_a_flooding_client_neither_starves_others_nor_grows_the_daemon(open_dir)
     connection in turn (one read of at most 256 kB each per round), so the polite client's
     records are routed within a round, and the flood costs the daemon no memory: the kernel's
     socket buffer holds the backlog, and the flooder waits."""
-    from virlogd import wire
+    from virlogd.protocol import wire
     log = open_dir / "out.log"
     d = Daemon(open_dir, outputs=f"4:file:{log}")
     flooder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(FLOODER), d.socket, "4"],

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from virlogd import native
+from virlogd.core import native
 
 if not native.built("ring"):
     pytest.skip("virlogd._cring is not built", allow_module_level=True)

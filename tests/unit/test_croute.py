@@ -12,12 +12,12 @@ import types
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from virlogd import native, router as router_module
-from virlogd.filters import FilterSet
-from virlogd.record import Record
-from virlogd.ring import RingBuffer
-from virlogd.router import Router, RouterState
-from virlogd.specs import FilterSpec
+from virlogd.core import native, router as router_module
+from virlogd.core.filters import FilterSet
+from virlogd.core.record import Record
+from virlogd.core.ring import RingBuffer
+from virlogd.core.router import Router, RouterState
+from virlogd.core.specs import FilterSpec
 
 in_use = pytest.mark.skipif(router_module._croute is None, reason="the C twin of the router "
                             "loop is not in use (not built, or VIRLOGD_PURE_PYTHON=1)")
@@ -378,7 +378,7 @@ def test_a_filter_decision_is_unpacked_as_python_does(use_c, answer, error):
 
 
 # -- LineAppender: a buffering text output's handle() -------------------------------------------
-from virlogd.outputs import base as output_base            # noqa: E402
+from virlogd.outputs import base as output_base  # noqa: E402
 
 APPENDERS = [pytest.param(output_base._LineAppenderPy, id="pure")]
 if router_module._croute is not None:

@@ -13,8 +13,8 @@ import sys
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from virlogd import native, textformat
-from virlogd.record import Record
+from virlogd.core import native, textformat
+from virlogd.core.record import Record
 
 from callargs import MESSAGES
 

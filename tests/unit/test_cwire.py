@@ -13,9 +13,10 @@ import tracemalloc
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from virlogd import native, wire
-from virlogd.errors import ProtocolError
-from virlogd.record import Record
+from virlogd.core import native
+from virlogd.protocol import wire
+from virlogd.core.errors import ProtocolError
+from virlogd.core.record import Record
 
 from callargs import MESSAGES
 

@@ -12,8 +12,8 @@ import tempfile
 
 import pytest
 
-from virlogd.defaults import default_output, journal_writable, log_file
-from virlogd.specs import OutputSpec
+from virlogd.core.defaults import default_output, journal_writable, log_file
+from virlogd.core.specs import OutputSpec
 
 from daemonproc import as_other_user_cmd
 
@@ -96,7 +96,7 @@ def writable_for_user(path: str) -> bool:
         return journal_writable(path)
     run = subprocess.run(as_other_user_cmd(65534, [
         sys.executable, "-c",
-        f"from virlogd.defaults import journal_writable; print(journal_writable({path!r}))"]),
+        f"from virlogd.core.defaults import journal_writable; print(journal_writable({path!r}))"]),
         capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     return {"True": True, "False": False}[run.stdout.strip()]
@@ -118,7 +118,7 @@ def test_a_socket_without_write_permission_is_not_writable():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-PROBE = ("from virlogd.defaults import default_output; "
+PROBE = ("from virlogd.core.defaults import default_output; "
          "print(default_output(1, False, env={'HOME': '/nonexistent'}))")
 
 

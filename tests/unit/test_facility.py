@@ -6,8 +6,8 @@ import pytest
 from virlogd.outputs.journald import journal_fields, record_payload
 from virlogd.outputs.remote import format_message
 from virlogd.outputs.syslog import format_datagram
-from virlogd.record import Record
-from virlogd.syslog_input import parse_syslog
+from virlogd.core.record import Record
+from virlogd.daemon.syslog_input import parse_syslog
 
 OWN_PID = 1
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import socket
 
-from virlogd.fallback import Fallback
-from virlogd.filters import FilterSet
+from virlogd.daemon.fallback import Fallback
+from virlogd.core.filters import FilterSet
 from virlogd.outputs import OutputContext, build
 from virlogd.outputs.syslog import SyslogOutput
-from virlogd.record import Record
-from virlogd.router import Router, RouterState
-from virlogd.specs import OutputSpec
+from virlogd.core.record import Record
+from virlogd.core.router import Router, RouterState
+from virlogd.core.specs import OutputSpec
 
 
 def syslog_at(path) -> SyslogOutput:

@@ -3,13 +3,13 @@ missed notice once there is room, the tap only while someone follows; record JSO
 import json
 import socket
 
-from virlogd.filters import FilterSet
-from virlogd.follow import FollowHub, encode, follow_filters, record_from_json, record_json
-from virlogd.loop import EventLoop
-from virlogd.record import Record
-from virlogd.router import Router, RouterState
-from virlogd.specs import parse_filters
-from virlogd.textformat import format_line
+from virlogd.core.filters import FilterSet
+from virlogd.daemon.follow import FollowHub, encode, follow_filters, record_from_json, record_json
+from virlogd.daemon.loop import EventLoop
+from virlogd.core.record import Record
+from virlogd.core.router import Router, RouterState
+from virlogd.core.specs import parse_filters
+from virlogd.core.textformat import format_line
 
 
 def _hub(queue_bytes=1024 * 1024):

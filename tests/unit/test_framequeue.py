@@ -12,7 +12,8 @@ import weakref
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from virlogd import framequeue, native
+from virlogd.protocol import framequeue
+from virlogd.core import native
 
 IMPLS = [pytest.param(framequeue._PureFrameQueue, id="pure")]
 if native.built("queue"):

@@ -1,10 +1,10 @@
 """libvirt's priority, filter and output grammar, from tables of good and bad strings."""
 import pytest
 
-from virlogd.filters import FilterSet
-from virlogd.priority import facility_of, parse_logger_priority, parse_priority
-from virlogd.record import Record
-from virlogd.specs import FilterSpec, OutputSpec, parse_filters, parse_outputs
+from virlogd.core.filters import FilterSet
+from virlogd.core.priority import facility_of, parse_logger_priority, parse_priority
+from virlogd.core.record import Record
+from virlogd.core.specs import FilterSpec, OutputSpec, parse_filters, parse_outputs
 
 # -- libvirt's own cases (tests/virlogtest.c) ------------------------------------------
 LIBVIRT_VALID_OUTPUTS = ["1:file:/dev/null", "1:file:/dev/null  2:stderr"]

@@ -27,8 +27,8 @@ from virlogd.outputs import OutputContext
 from virlogd.outputs.dgram import DeliveryError
 from virlogd.outputs.journald import (JournaldOutput, encode_entry, encode_field,
                                       entry_payload, journal_fields, record_payload)
-from virlogd.record import Record
-from virlogd.specs import OutputSpec
+from virlogd.core.record import Record
+from virlogd.core.specs import OutputSpec
 
 PID = os.getpid()
 SEED_ID = "8ae2f3fb-2dbe-498e-8fbd-012d40afa361"

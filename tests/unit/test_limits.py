@@ -5,8 +5,9 @@ import resource
 import socket
 import time
 
-from virlogd import limits, settings, systemd
-from virlogd.loop import EventLoop
+from virlogd.daemon import limits, systemd
+from virlogd.core import settings
+from virlogd.daemon.loop import EventLoop
 
 
 def test_the_cap_is_what_the_limit_leaves_after_the_daemons_own_and_the_reserve():

@@ -8,9 +8,10 @@ import socket
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from virlogd import server, wire
-from virlogd.loop import EventLoop
-from virlogd.record import Record
+from virlogd.daemon import server
+from virlogd.protocol import wire
+from virlogd.daemon.loop import EventLoop
+from virlogd.core.record import Record
 
 BUDGET = 256 * 1024
 WAITS = []          # per example: how often a connection had to wait

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from virlogd import client
+from virlogd.client import client
 
 
 def test_a_script_is_named_after_its_file(monkeypatch):
@@ -19,6 +19,6 @@ def test_python_c_and_a_script_from_stdin_name_nothing(monkeypatch):
 
 
 def test_a_real_script_read_from_stdin_names_nothing():
-    out = subprocess.run([sys.executable, "-"], input=b"from virlogd import client\n"
+    out = subprocess.run([sys.executable, "-"], input=b"from virlogd.client import client\n"
                          b"print(client.program_name())\n", capture_output=True, check=True)
     assert out.stdout == b"None\n"

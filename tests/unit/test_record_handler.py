@@ -12,8 +12,8 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from virlogd import wire
-from virlogd.handler import VirlogdHandler
+from virlogd.protocol import wire
+from virlogd.client.handler import VirlogdHandler
 
 in_use = pytest.mark.skipif(wire.RecordHandler is None, reason="the C twin of wire is not in "
                             "use (not built, or VIRLOGD_PURE_PYTHON=1)")
@@ -120,7 +120,7 @@ def test_a_plain_handler_takes_the_c_path_and_a_filter_or_formatter_the_python_o
     """Every LogRecord (extras and exceptions too) is sent without the Python handle() while
     the handler has no filters and no formatter; with either, the Python handle() sends it,
     so nothing changes for them. Another record class goes to the Python handle() too."""
-    from virlogd import handler as handler_module
+    from virlogd.client import handler as handler_module
     calls = []
 
     def spy(self, record):

@@ -1,6 +1,6 @@
 """What a client sends again after losing the daemon: the frames it never acknowledged."""
-from virlogd import wire
-from virlogd.replay import Replay
+from virlogd.protocol import wire
+from virlogd.protocol.replay import Replay
 
 
 def frames(*names):

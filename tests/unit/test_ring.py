@@ -15,8 +15,8 @@ import tempfile
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from virlogd import native, ring as ring_module
-from virlogd.ring import HEADER_SIZE, RingBuffer
+from virlogd.core import native, ring as ring_module
+from virlogd.core.ring import HEADER_SIZE, RingBuffer
 
 IMPLS = [pytest.param("c", marks=pytest.mark.skipif(
              ring_module._cring is None,
@@ -191,7 +191,7 @@ def test_an_open_mapped_ring_is_recoverable_at_any_time(make, tmp_path):
 def test_the_buffer_of_a_sigkilled_process_is_recovered(impl, tmp_path):
     """A process killed with SIGKILL leaves its buffer for the next start."""
     path = str(tmp_path / "ring")
-    code = ("import os,sys; from virlogd.ring import RingBuffer\n"
+    code = ("import os,sys; from virlogd.core.ring import RingBuffer\n"
             f"r = RingBuffer(256, {path!r}, _pure={impl == 'py'})\n"
             "for i in range(40): r.append(b'rec %d\\n' % i)\n"
             "os.kill(os.getpid(), 9)\n")

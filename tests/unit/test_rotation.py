@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from virlogd.outputs.base import OutputContext
 from virlogd.outputs.file import FileOutput
-from virlogd.rotation import cut_point, rollover
-from virlogd.specs import OutputSpec
+from virlogd.core.rotation import cut_point, rollover
+from virlogd.core.specs import OutputSpec
 
 
 def make_output(path, max_size, max_backups=3) -> FileOutput:

@@ -1,13 +1,13 @@
 """Routing one record: ring first, then the filter threshold, then each output's level."""
 import os
 
-from virlogd.filters import FilterSet
+from virlogd.core.filters import FilterSet
 from virlogd.outputs import OutputContext, build
-from virlogd.record import Record
-from virlogd.ring import RingBuffer
-from virlogd.router import Router, RouterState
-from virlogd.specs import parse_filters, parse_outputs
-from virlogd.textformat import entry_text, format_line, pack_record
+from virlogd.core.record import Record
+from virlogd.core.ring import RingBuffer
+from virlogd.core.router import Router, RouterState
+from virlogd.core.specs import parse_filters, parse_outputs
+from virlogd.core.textformat import entry_text, format_line, pack_record
 
 CTX = OutputContext(pid=4711, hostname="testhost")
 

@@ -4,11 +4,11 @@ import types
 
 import pytest
 
-from virlogd import router as router_module
-from virlogd.filters import FilterSet
-from virlogd.record import Record
-from virlogd.router import Router, RouterState
-from virlogd.specs import FilterSpec
+from virlogd.core import router as router_module
+from virlogd.core.filters import FilterSet
+from virlogd.core.record import Record
+from virlogd.core.router import Router, RouterState
+from virlogd.core.specs import FilterSpec
 
 in_use = pytest.mark.skipif(router_module._croute is None, reason="the C twin of the router "
                             "loop is not in use (not built, or VIRLOGD_PURE_PYTHON=1)")

@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from conftest import require_real
-from virlogd import safepath
+from virlogd.core import safepath
 
 NOBODY = 65534
 

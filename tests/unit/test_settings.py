@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from virlogd import settings as S
+from virlogd.core import settings as S
 
 # key -> a value in each source (config literal, environment, flag), and the parsed result
 SAMPLES = {

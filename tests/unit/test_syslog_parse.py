@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virlogd.syslog_input import parse_syslog
+from virlogd.daemon.syslog_input import parse_syslog
 
 CASES = [
     # what logger --rfc3164 -u sends (with a hostname)
@@ -90,12 +90,12 @@ class _Loop:
 def _input(tmp_path, monkeypatch=None):
     import socket as socketlib
 
-    from virlogd import syslog_input
-    from virlogd.filters import FilterSet
+    from virlogd.daemon import syslog_input
+    from virlogd.core.filters import FilterSet
     from virlogd.outputs import OutputContext, build
-    from virlogd.ring import RingBuffer
-    from virlogd.router import Router, RouterState
-    from virlogd.specs import parse_outputs
+    from virlogd.core.ring import RingBuffer
+    from virlogd.core.router import Router, RouterState
+    from virlogd.core.specs import parse_outputs
     specs, _ = parse_outputs(f"1:file:{tmp_path}/a.log")
     outs = [build(spec, OutputContext(pid=4711, hostname="h")) for spec in specs]
     router = Router(RouterState(FilterSet([], 3), outs), RingBuffer(64 * 1024), flush_each=True)
@@ -108,7 +108,7 @@ def _input(tmp_path, monkeypatch=None):
 
 def test_a_datagram_that_cannot_become_a_record_is_counted_and_the_input_reads_on(
         tmp_path, monkeypatch):
-    from virlogd import syslog_input
+    from virlogd.daemon import syslog_input
     real = syslog_input.parse_syslog
 
     def parse(datagram):

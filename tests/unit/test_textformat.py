@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from virlogd import textformat
-from virlogd.record import Record
-from virlogd.textformat import dump_text, format_time, syslog_payload
+from virlogd.core import textformat
+from virlogd.core.record import Record
+from virlogd.core.textformat import dump_text, format_time, syslog_payload
 
 WHEN = 1795444144.771   # 2026-11-23 14:29:04.771 UTC
 

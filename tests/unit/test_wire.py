@@ -9,9 +9,9 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from virlogd import wire
-from virlogd.errors import ProtocolError
-from virlogd.record import Record
+from virlogd.protocol import wire
+from virlogd.core.errors import ProtocolError
+from virlogd.core.record import Record
 
 
 @pytest.fixture(scope="module", autouse=True, params=["c", "python"])

@@ -12,9 +12,10 @@ import socket
 from dataclasses import dataclass
 from typing import Optional
 
-from .. import __version__, native
-from ..record import Record
-from ..specs import OutputSpec
+from .. import __version__
+from ..core import native
+from ..core.record import Record
+from ..core.specs import OutputSpec
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Output:
         try:
             if not self.started:
                 self.started = True
-                from ..textformat import format_line
+                from ..core.textformat import format_line
                 for header in self.header_records(record.time):
                     self.emit(header, format_line(header))
             self.emit(record, line)

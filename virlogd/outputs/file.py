@@ -30,7 +30,7 @@ import stat
 import time
 from typing import Optional, Tuple
 
-from .. import rotation, safepath
+from ..core import rotation, safepath
 from .base import LineBufferOutput
 from .dgram import DeliveryError
 

@@ -43,9 +43,9 @@ import socket
 import struct
 from typing import Dict, List, Optional, Union
 
-from .. import fieldnames
-from ..defaults import JOURNAL_SOCKET
-from ..priority import SYSLOG_SEVERITY, facility_of
+from ..core import fieldnames
+from ..core.defaults import JOURNAL_SOCKET
+from ..core.priority import SYSLOG_SEVERITY, facility_of
 from .base import Output
 from .dgram import DatagramSender, DeliveryError
 

@@ -74,7 +74,7 @@ def problem(spec, *, own_socket: Optional[OwnSocket] = None, remote_ca_file=None
         reason = file_problem(spec.name, create_dirs=create_dirs)
         return Problem(REFUSED, reason) if reason else None
     if dest in ("syslog", "journald"):
-        from ..defaults import JOURNAL_SOCKET
+        from ..core.defaults import JOURNAL_SOCKET
         from .syslog import DEV_LOG
         path = DEV_LOG if dest == "syslog" else JOURNAL_SOCKET
         if dest == "syslog" and own_syslog is not None and own_syslog.is_named_by(path):
@@ -110,7 +110,7 @@ def file_problem(path: str, *, create_dirs: bool = False) -> Optional[str]:
         return "it is a socket, not a file"
     if not stat.S_ISREG(info.st_mode):
         return None         # a device: opening one can act (a tape rewinds, a watchdog arms)
-    from .. import safepath
+    from ..core import safepath
     try:
         # as the output will open it (a symlink planted by another user is refused), and
         # never created or truncated here
@@ -175,7 +175,7 @@ def virlogd_targets(name: str) -> List[str]:
     """The sockets an ``x:virlogd[:SOCKET]`` output may send to."""
     if name:
         return [os.path.abspath(name)]
-    from .. import defaults
+    from ..core import defaults
     candidates = getattr(defaults, "client_socket_candidates", None)
     return list(candidates()) if candidates is not None else [defaults.socket_path()]
 
@@ -213,8 +213,8 @@ def describe(spec, issue: Problem) -> str:
 def settings_warnings(settings, *, detached: bool) -> List[str]:
     """What ``-t`` reports about the outputs *settings* would open, and ``-d`` says before it
     detaches: the daemon's own warnings, word for word, checked without starting it."""
-    from .. import defaults
-    from ..specs import OutputSpec
+    from ..core import defaults
+    from ..core.specs import OutputSpec
     specs = list(settings.outputs) or [defaults.default_output(settings.log_level, detached)]
     own = OwnSocket(os.path.abspath(settings.socket_path))
     syslog_input = getattr(settings, "syslog_socket_path", None)

@@ -56,8 +56,8 @@ import threading
 import time
 from typing import Deque, List, Optional, Tuple, Union
 
-from ..priority import SYSLOG_SEVERITY, facility_of
-from ..record import Record
+from ..core.priority import SYSLOG_SEVERITY, facility_of
+from ..core.record import Record
 from .base import Output
 
 FACILITY_DAEMON = 3

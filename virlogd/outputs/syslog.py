@@ -24,8 +24,8 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from ..priority import SYSLOG_SEVERITY, facility_of
-from ..textformat import syslog_payload
+from ..core.priority import SYSLOG_SEVERITY, facility_of
+from ..core.textformat import syslog_payload
 from .base import Output
 from .dgram import DatagramSender
 

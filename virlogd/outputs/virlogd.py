@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import sys
 
-from ..client import Client, program_name
-from ..record import Record
-from .. import wire
+from ..client.client import Client, program_name
+from ..core.record import Record
+from ..protocol import wire
 from .base import Output
 
 

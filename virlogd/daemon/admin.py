@@ -59,11 +59,11 @@ import socket
 import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import wire
-from .errors import ConfigError
+from ..protocol import wire
+from ..core.errors import ConfigError
 from .follow import FollowHub, follow_filters
 from .sockets import bind_unix
-from .specs import parse_filters
+from ..core.specs import parse_filters
 from .timebox import TimeBoxes, format_duration
 
 MAX_REQUEST = 64 * 1024

@@ -1,4 +1,4 @@
-"""``virlogd``: flags in, settings merged, the daemon run; and the one place that exits.
+"""``virlogd``: flags in, settings merged, the daemon run (``runner.py``).
 
 Exit statuses: 0 after a clean stop or a clean ``--check-config``; 1 when the start is
 impossible (bad config file, socket in use, second instance) or ``--check-config`` found a
@@ -11,10 +11,10 @@ import os
 import sys
 from typing import List, Optional
 
-from . import __version__, defaults, settings as settings_mod
-from .priority import parse_priority
-
-PROG = "virlogd"
+from .. import __version__
+from ..core import defaults, settings as settings_mod
+from ..core.priority import parse_priority
+from .exits import PROG, error, exit_now, warn
 
 
 def _level(text: str) -> int:
@@ -83,14 +83,6 @@ def load_settings(args: argparse.Namespace) -> settings_mod.Settings:
                              flags=flags, verbose=args.verbose)
 
 
-def warn(message: str) -> None:
-    sys.stderr.write(f"{PROG}: warning: {message}\n")
-
-
-def error(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     settings = load_settings(args)
@@ -102,11 +94,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.check_config:
         default = None if settings.outputs else defaults.default_output(
             settings.log_level, detached=args.daemon)
-        from .limits import check_settings
+        from ..daemon.limits import check_settings
         descriptors = check_settings(settings)      # the cap against RLIMIT_NOFILE
         if descriptors:
             warn(descriptors)
-        from .outputs import probe
+        from ..outputs import probe
         unusable = probe.socket_warnings(settings) + \
             probe.settings_warnings(settings, detached=args.daemon)
         for problem in unusable:                    # outputs that cannot be opened
@@ -115,26 +107,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1 if settings.problems or descriptors or unusable else 0
     if args.daemon:
         # said now: once detached the daemon's stderr is /dev/null (it logs them too)
-        from .outputs import probe
+        from ..outputs import probe
         for problem in probe.settings_warnings(settings, detached=True):
             warn(problem)
     from .runner import run
     return run(settings, detach=args.daemon, pid_file=args.pid_file)
 
 
-def exit_now(status: int) -> None:
-    """End the process at once (from a crash handler in any thread), streams flushed."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001
-            pass
-    os._exit(status)
-
-
 def main_entry() -> None:
     # The process shows as "virlogd ARGS..." (ps, pidof), not as the interpreter: proctitle.py
-    from .proctitle import set_process_name
+    from ..daemon.proctitle import set_process_name
     set_process_name(PROG, sys.argv[1:])
     try:
         status = main()

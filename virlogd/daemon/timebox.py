@@ -24,7 +24,7 @@ import re
 import time
 from typing import Callable, Dict, List, Optional
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 MAX_SECONDS = 7 * 24 * 3600          # a week: longer than any debugging session
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")

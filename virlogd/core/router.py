@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from . import native
 from .filters import FilterSet
-from .outputs.base import Output
+from ..outputs.base import Output
 from .record import Record
 from .ring import RingBuffer
 from .textformat import CONTINUATION, dump_text, entry_text, format_line, pack_record

@@ -34,8 +34,8 @@ import struct
 import time
 from typing import Dict, Tuple
 
-from .priority import FROM_SYSLOG_SEVERITY
-from .record import Record
+from ..core.priority import FROM_SYSLOG_SEVERITY
+from ..core.record import Record
 from .sockets import SocketInUse, bind_unix, listening
 
 FALLBACK_SOURCE = "syslog"

@@ -23,11 +23,11 @@ import struct
 import sys
 from typing import List, Mapping, Optional, Union
 
-from . import fieldnames, native
-from .errors import ProtocolError
-from .filters import FilterSet
-from .record import Record
-from .specs import parse_filters
+from ..core import fieldnames, native
+from ..core.errors import ProtocolError
+from ..core.filters import FilterSet
+from ..core.record import Record
+from ..core.specs import parse_filters
 
 VERSION = 2                          # what virlog speaks; the daemon also takes 1 and 3
 VERSIONS = (1, 2, 3)

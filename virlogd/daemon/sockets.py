@@ -17,7 +17,7 @@ import socket
 import stat
 from typing import Optional
 
-from . import safepath
+from ..core import safepath
 
 
 class SocketInUse(OSError):

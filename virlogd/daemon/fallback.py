@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from .outputs.base import Output
-from .record import Record
-from .specs import OutputSpec
-from .textformat import format_line
+from ..outputs.base import Output
+from ..core.record import Record
+from ..core.specs import OutputSpec
+from ..core.textformat import format_line
 
 DROP_REASON = "no output took it"
 

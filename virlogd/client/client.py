@@ -61,10 +61,11 @@ import time
 import weakref
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
-from . import defaults, safepath, wire
-from .framequeue import FrameQueue
-from .record import Record
-from .replay import Replay
+from ..core import defaults, safepath
+from ..protocol import wire
+from ..protocol.framequeue import FrameQueue
+from ..core.record import Record
+from ..protocol.replay import Replay
 
 FLUSH_BYTES = 64 * 1024
 # The socket's send buffer (the kernel caps it at net.core.wmem_max, doubled): a small record

@@ -26,8 +26,8 @@ import json
 import socket
 from typing import Deque, List, Optional, Sequence
 
-from .filters import FilterSet
-from .record import Record
+from ..core.filters import FilterSet
+from ..core.record import Record
 
 QUEUE_BYTES = 1024 * 1024          # per follower: ~5,000 typical records
 NEVER = 5                          # a threshold no priority (1-4) reaches

@@ -53,10 +53,10 @@ from typing import Deque, Dict, Optional
 
 from . import limits
 from .admin import answer_wrong_socket, is_admin_request
-from .errors import ProtocolError
-from .record import Record
-from .specs import format_filters
-from .wire import FrameDecoder, encode_ack, encode_answer, encode_wish
+from ..core.errors import ProtocolError
+from ..core.record import Record
+from ..core.specs import format_filters
+from ..protocol.wire import FrameDecoder, encode_ack, encode_answer, encode_wish
 
 READ_SIZE = 256 * 1024
 ACCEPT_BATCH = 64              # connections accepted per wake-up of the listening socket

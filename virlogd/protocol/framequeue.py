@@ -41,7 +41,7 @@ import socket
 import threading
 from typing import Callable, List, Optional, Tuple
 
-from . import native
+from ..core import native
 
 
 class FrameQueue:

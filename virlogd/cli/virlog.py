@@ -23,10 +23,12 @@ import sys
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from . import __version__, defaults, fieldnames, wire
-from .client import choose_socket, read_answers, tried_paths
-from .priority import FACILITY_FIELD, parse_logger_priority
-from .replay import Replay
+from .. import __version__
+from ..core import defaults, fieldnames
+from ..protocol import wire
+from ..client.client import choose_socket, read_answers, tried_paths
+from ..core.priority import FACILITY_FIELD, parse_logger_priority
+from ..protocol.replay import Replay
 
 PROG = "virlog"
 READ_SIZE = 64 * 1024

@@ -12,10 +12,11 @@ import os
 import sys
 from typing import Optional
 
-from . import defaults, limits, pidfile
-from .cli import error, exit_now
-from .daemon import Daemon, StartError, install_crash_handlers
-from .settings import Settings
+from ..core import defaults
+from ..core.settings import Settings
+from ..daemon import limits, pidfile
+from ..daemon.daemon import Daemon, StartError, install_crash_handlers
+from .exits import error, exit_now
 
 
 def run(settings: Settings, *, detach: bool, pid_file: Optional[str]) -> int:
@@ -49,7 +50,7 @@ def _serve(settings: Settings, pid_file: Optional[str], *, detached: bool,
         daemon.shutdown()
         return 1
     if os.environ.get("VIRLOGD_TEST_HOOKS") == "1":
-        from . import testhooks
+        from ..daemon import testhooks
         testhooks.install(daemon.router)
     _report(ready_fd, None)
     try:

@@ -29,17 +29,18 @@ import threading
 import traceback
 from typing import Dict, Mapping, Optional, Union
 
-from . import defaults, fieldnames
-from .errors import ConfigError
-from .filters import FilterSet
-from .outputs import OutputContext, build
-from .outputs.file import FileOutput
-from .priority import parse_priority
-from .record import Record
-from .ring import RingBuffer
-from .router import Router, RouterState
-from .specs import OutputSpec, parse_filters, parse_outputs
-from . import textformat, wire
+from ..core import defaults, fieldnames
+from ..core.errors import ConfigError
+from ..core.filters import FilterSet
+from ..outputs import OutputContext, build
+from ..outputs.file import FileOutput
+from ..core.priority import parse_priority
+from ..core.record import Record
+from ..core.ring import RingBuffer
+from ..core.router import Router, RouterState
+from ..core.specs import OutputSpec, parse_filters, parse_outputs
+from ..core import textformat
+from ..protocol import wire
 
 DEFAULT_BUFFER_KB = 64
 
@@ -91,7 +92,7 @@ def _build_router(level: int, filters, outputs, buffer_size: int,
 
 
 def _from_environment() -> Router:
-    from .settings import load
+    from ..core.settings import load
     settings = load(read_config_file=False, env=os.environ)
     for problem in settings.problems:
         print(f"virlogd: warning: {problem}", file=sys.stderr)

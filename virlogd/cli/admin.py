@@ -28,11 +28,12 @@ import socket
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import __version__, defaults
-from .follow import record_from_json
+from .. import __version__
+from ..core import defaults
+from ..daemon.follow import record_from_json
 from .metrics import render as render_openmetrics
-from .textformat import format_line
-from .timebox import format_duration
+from ..core.textformat import format_line
+from ..daemon.timebox import format_duration
 
 PROG = "virlogd-admin"
 TIMEOUT = 30.0          # seconds; a dump of a large buffer to slow outputs takes a while

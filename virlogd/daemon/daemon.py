@@ -16,20 +16,21 @@ import socket
 import sys
 from typing import Dict, List, Optional
 
-from . import crash, defaults, safepath, signals, systemd
-from .errors import ConfigError
-from .filters import FilterSet
+from . import crash, signals, systemd
+from ..core import defaults, safepath
+from ..core.errors import ConfigError
+from ..core.filters import FilterSet
 from .loop import EventLoop
 from .fallback import Fallback, NoOutput
-from .outputs import OutputContext, build, probe
-from .outputs.file import FileOutput
-from .priority import parse_priority
-from .record import Record
-from .ring import RingBuffer, RingSpaceError
-from .router import Router, RouterState
-from .settings import Settings
+from ..outputs import OutputContext, build, probe
+from ..outputs.file import FileOutput
+from ..core.priority import parse_priority
+from ..core.record import Record
+from ..core.ring import RingBuffer, RingSpaceError
+from ..core.router import Router, RouterState
+from ..core.settings import Settings
 from .sockets import bind_unix
-from .specs import OutputSpec, format_filters, format_outputs, parse_filters, parse_outputs
+from ..core.specs import OutputSpec, format_filters, format_outputs, parse_filters, parse_outputs
 
 FLUSH_INTERVAL = 0.5      # seconds between output housekeeping (rotation checks, retries)
 

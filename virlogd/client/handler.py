@@ -36,7 +36,8 @@ import threading
 import traceback
 from typing import Dict, Optional
 
-from . import fieldnames, wire
+from ..core import fieldnames
+from ..protocol import wire
 from .client import Client, program_name
 
 # every attribute a plain LogRecord has, so that what is left over came from extra=

@@ -1,0 +1,1 @@
+"""The three commands: virlogd, virlog and virlogd-admin."""

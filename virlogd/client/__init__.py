@@ -1,0 +1,1 @@
+"""What runs inside every program: the library, the connection to the daemon, the logging handler."""

@@ -1,0 +1,1 @@
+"""The pieces both sides share: the record, priorities, filter specs, settings, the router, the ring and the text format."""

@@ -1,0 +1,1 @@
+"""What runs in the daemon: its assembly, the sockets it serves, admin, signals, systemd, crash handling."""
