@@ -32,7 +32,7 @@ from daemonproc import as_other_user_cmd, other_user
 VENV_BIN = Path(sys.executable).parent
 ADMIN_SCRIPT = VENV_BIN / "virlogd-admin"
 ADMIN = [str(ADMIN_SCRIPT)] if ADMIN_SCRIPT.exists() else \
-    [sys.executable, "-m", "virlogd.admin_cli"]
+    [sys.executable, "-m", "virlogd.cli.admin"]
 TEST_USER = "virlogd-test"
 
 STATS = {
