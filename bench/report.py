@@ -100,3 +100,32 @@ def table(rows: Sequence[Row], anchors: Dict[str, Row]) -> str:
                      if row.ok else
                      f"| {i} | {row.system} | {scen} | FAILED | | | | | |")
     return "\n".join(lines)
+
+
+# Static prose of docs/PERFORMANCE.md: what the figures are about and how to read them. It
+# lives here, not in the README, so that every `make bench` writes it beside the figures.
+COMPILED_AND_PURE = """\
+## Compiled and pure Python
+
+virlogd is complete in pure Python. Only the per-record data work (decoding and encoding \
+frames, packing and formatting a record, appending to and reading the ring buffer) also \
+exists in C, in one module, `virlogd/_speedups.c`, which `scripts/setup.sh` builds with the \
+same `gcc` and `python3-dev` that systemd-python needs; `virlogd/core/speedups.py` is the \
+one place that chooses it. The two give the same results (the tests run both), so the \
+compiled module changes how fast the program runs, never what it does. Without a compiler \
+the build skips it and the same program runs in pure Python; `VIRLOGD_PURE_PYTHON=1` forces \
+pure Python anyway, to compare or to rule the C out while debugging \
+(`VIRLOGD_PURE_PYTHON=1 make bench` measures it). The notes above say which one this run \
+used.
+
+How to read the figures: each row is the median of its runs, with the slowest and the \
+fastest in brackets. The runs of all rows are interleaved, and the figures move with how \
+busy the shared machine is (the steadiness line at the top says how steady this run was), \
+so every goal is a ratio to an anchor (rsyslog, journald, stdlib `logging`) measured in the \
+same run, never an absolute figure from another day.
+"""
+
+
+def compiled_and_pure() -> List[str]:
+    """The static section on what is compiled, as lines for the report."""
+    return ["", *COMPILED_AND_PURE.rstrip("\n").split("\n")]

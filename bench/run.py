@@ -401,6 +401,7 @@ def render(rows, once, goal_list, info, args) -> str:
     out.append("- The `v_py*` rows are the goals' rows (the product's own Python client); the "
                "`C client` rows feed the daemon with the same kind of client rsyslog gets, "
                "to show what the daemon alone can take.")
+    out += report.compiled_and_pure()
     return "\n".join(out) + "\n"
 
 
