@@ -9,6 +9,9 @@ syslog's level names, any case, and ``facility.level``; the facility travels as 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Optional, Tuple
+
+from .record import Record
 
 
 class Priority(IntEnum):
@@ -49,7 +52,7 @@ _FACILITY_LIST = ("kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron
 FACILITY_DAEMON = 3
 
 
-def parse_logger_priority(text: str):
+def parse_logger_priority(text: str) -> Tuple[int, Optional[int]]:
     """``(level 1-4, facility number or None)`` for what ``logger -p`` takes: ``1``..``4``,
     a level name (syslog's or libvirt's, any case) or ``facility.level``.
 
@@ -73,7 +76,7 @@ def parse_logger_priority(text: str):
     return FROM_SYSLOG_SEVERITY[severity], facility
 
 
-def facility_of(record) -> int:
+def facility_of(record: Record) -> int:
     """The syslog facility an output writes for *record*: its ``FACILITY_FIELD`` when that is
     a number from 0 to 23, else daemon (3), libvirt's."""
     value = record.fields.get(FACILITY_FIELD) if record.fields else None

@@ -17,8 +17,9 @@ class Record:
     library's own process, or the peer credentials the daemon read from the socket.
     ``ident`` is the program name the client gave (``SYSLOG_IDENTIFIER``), informational.
     ``relayed`` is True for a record another process sent (the client socket's decoder and
-    the syslog input set it): text lines then name its source (DESIGN §7). The daemon's own
-    records and the in-process library's keep libvirt's line.
+    the syslog input set it): text lines then name its source, since one file then mixes many
+    programs' lines. The daemon's own records and the in-process library's keep libvirt's
+    line.
     """
 
     __slots__ = ("time", "priority", "source", "message", "func", "line", "file",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 NEWLINE_WINDOW = 80   # virtlogd: look for a newline in the last 80 bytes before the limit
 
@@ -65,7 +65,7 @@ def rollover(path: str, max_backups: int) -> None:
     _ignore_missing(os.rename, path, backup_path(path, 0))
 
 
-def _ignore_missing(func, *args) -> None:
+def _ignore_missing(func: Callable[..., object], *args: str) -> None:
     try:
         func(*args)
     except OSError as err:

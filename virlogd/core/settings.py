@@ -18,18 +18,19 @@ import grp
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import defaults
 from .priority import parse_priority
-from .specs import FilterSpec, OutputSpec, format_filters, format_outputs, \
+from .specs import FilterSpec, OutputSpec, SpecError, format_filters, format_outputs, \
     parse_filters, parse_outputs
 
-try:                                   # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib as _toml
-except ModuleNotFoundError:            # pragma: no cover - Python 3.9 and 3.10
-    import tomli as _toml  # type: ignore[no-redef]
+else:                                  # pragma: no cover - Python 3.9 and 3.10
+    import tomli as _toml
 
 DEFAULT_LEVEL = 3
 DEFAULT_BUFFER_KB = 64
@@ -41,8 +42,8 @@ DEFAULT_PENDING = 64 * 1024 * 1024
 
 
 # -- type checks: each returns the value to use, or raises ValueError(why) --------------
-def _int_in(low: int, high: int, what: str) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
+def _int_in(low: int, high: int, what: str) -> Callable[[object], int]:
+    def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"must be {what}, not {_describe(value)}")
         if not low <= value <= high:
@@ -51,36 +52,36 @@ def _int_in(low: int, high: int, what: str) -> Callable[[Any], int]:
     return check
 
 
-def _string(value: Any) -> str:
+def _string(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {_describe(value)}")
     return value
 
 
-def _path(value: Any) -> str:
-    value = _string(value)
-    if not value:
+def _path(value: object) -> str:
+    text = _string(value)
+    if not text:
         raise ValueError("must be a path, not an empty string")
-    return value
+    return text
 
 
-def _perms(value: Any) -> int:
+def _perms(value: object) -> int:
     if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value):
         raise ValueError(f'must be an octal mode string such as "0666", not '
                          f'{_describe(value)}')
     return int(value, 8)
 
 
-def _group(value: Any) -> str:
-    value = _string(value)
+def _group(value: object) -> str:
+    name = _string(value)
     try:
-        grp.getgrnam(value)
+        grp.getgrnam(name)
     except KeyError:
-        raise ValueError(f'names no group on this system: "{value}"') from None
-    return value
+        raise ValueError(f'names no group on this system: "{name}"') from None
+    return name
 
 
-def _describe(value: Any) -> str:
+def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, str):
@@ -96,34 +97,34 @@ def _describe(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Key:
+    """How one key is read: its check (the value a config table gives it -> the value to
+    use, of the type of the ``Settings`` attribute of the same name), and the variable and
+    flag that can replace it."""
     name: str
-    check: Callable[[Any], Any]
-    default: Any
+    check: Callable[[object], object]
     env: Optional[str] = None
     flag: Optional[str] = None
-    doc: str = ""
 
 
 KEYS: Dict[str, Key] = {k.name: k for k in (
-    Key("log_level", _int_in(0, 4, "an integer from 0 to 4 (0 = unset)"), 0, "LIBVIRT_DEBUG",
+    Key("log_level", _int_in(0, 4, "an integer from 0 to 4 (0 = unset)"), "LIBVIRT_DEBUG",
         "--log-level"),
-    Key("log_filters", _string, "", "LIBVIRT_LOG_FILTERS", "--log-filters"),
-    Key("log_outputs", _string, "", "LIBVIRT_LOG_OUTPUTS", "--log-outputs"),
+    Key("log_filters", _string, "LIBVIRT_LOG_FILTERS", "--log-filters"),
+    Key("log_outputs", _string, "LIBVIRT_LOG_OUTPUTS", "--log-outputs"),
     Key("log_buffer_size", _int_in(0, MAX_BUFFER_KB, f"an integer from 0 to {MAX_BUFFER_KB}"),
-        DEFAULT_BUFFER_KB, None, "--log-buffer-size"),
-    Key("socket_path", _path, None, None, "--socket"),
-    Key("socket_perms", _perms, 0o666),
-    Key("socket_group", _group, None),
-    Key("admin_socket_path", _path, None, None, "--admin-socket"),
-    Key("syslog_socket_path", _path, None),
-    Key("max_size", _int_in(0, 2**63 - 1, "a size in bytes, 0 or more"), 0),
-    Key("max_backups", _int_in(0, 1000, "an integer from 0 to 1000"), 3),
-    Key("max_clients", _int_in(1, 65536, "an integer from 1 to 65536"), 1024),
+        None, "--log-buffer-size"),
+    Key("socket_path", _path, None, "--socket"),
+    Key("socket_perms", _perms),
+    Key("socket_group", _group),
+    Key("admin_socket_path", _path, None, "--admin-socket"),
+    Key("syslog_socket_path", _path),
+    Key("max_size", _int_in(0, 2**63 - 1, "a size in bytes, 0 or more")),
+    Key("max_backups", _int_in(0, 1000, "an integer from 0 to 1000")),
+    Key("max_clients", _int_in(1, 65536, "an integer from 1 to 65536")),
     Key("max_pending_size", _int_in(MIN_PENDING, 2**63 - 1,
-                                    f"a size in bytes, {MIN_PENDING} or more"),
-        DEFAULT_PENDING),
-    Key("remote_ca_file", _path, None),
-    Key("remote_queue_size", _int_in(1, 10_000_000, "an integer from 1 to 10000000"), 10000),
+                                    f"a size in bytes, {MIN_PENDING} or more")),
+    Key("remote_ca_file", _path),
+    Key("remote_queue_size", _int_in(1, 10_000_000, "an integer from 1 to 10000000")),
 )}
 
 # Keys that hold paths: a relative path in the config is relative to the config file's
@@ -133,20 +134,44 @@ PATH_KEYS = ("socket_path", "admin_socket_path", "syslog_socket_path", "remote_c
 
 @dataclass
 class Settings:
-    values: Dict[str, Any]
-    sources: Dict[str, str]                       # key -> "default", "FILE:LINE", "VAR", "--flag"
+    """Every key's effective value, as an attribute of the key's name and type (the
+    defaults are the values below), and where each came from.
+
+    Values are set by name only in ``load``, each after its key's check (or, for a flag,
+    the argument parser's), so each attribute holds the type it is declared with."""
+    log_level: int = 0                # 0 = unset; after load the effective default priority
+                                      # (DEFAULT_LEVEL if unset, -v applied)
+    log_filters: str = ""             # after load, the filters that apply, as text
+    log_outputs: str = ""             # likewise the outputs
+    log_buffer_size: int = DEFAULT_BUFFER_KB
+    socket_path: str = ""             # load sets the default, defaults.socket_path
+    socket_perms: int = 0o666
+    socket_group: Optional[str] = None
+    admin_socket_path: str = ""       # load sets the default, defaults.admin_socket_path
+    syslog_socket_path: Optional[str] = None
+    max_size: int = 0
+    max_backups: int = 3
+    max_clients: int = 1024
+    max_pending_size: int = DEFAULT_PENDING
+    remote_ca_file: Optional[str] = None
+    remote_queue_size: int = 10000
+
+    # key -> "default", "FILE:LINE", "VAR", "--flag"
+    sources: Dict[str, str] = field(default_factory=lambda: dict.fromkeys(KEYS, "default"))
     problems: List[str] = field(default_factory=list)
     fatal: Optional[str] = None                   # the start cannot go on
     config_file: Optional[str] = None             # the file that was read, if any
     filters: List[FilterSpec] = field(default_factory=list)
     outputs: List[OutputSpec] = field(default_factory=list)
-    log_level: int = DEFAULT_LEVEL                # effective default priority, -v applied
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+    @property
+    def values(self) -> Dict[str, object]:
+        """Key name -> value, in ``KEYS``' order: for code that goes through every key."""
+        return {name: getattr(self, name) for name in KEYS}
+
+    def _set(self, name: str, value: object, source: str) -> None:
+        setattr(self, name, value)
+        self.sources[name] = source
 
 
 # -- the config file --------------------------------------------------------------------
@@ -180,7 +205,7 @@ class TomlError(ValueError):
         self.line = line
 
 
-def read_config(path: str) -> Tuple[Dict[str, Any], Dict[str, int]]:
+def read_config(path: str) -> Tuple[Dict[str, object], Dict[str, int]]:
     """Parse *path*; raise OSError if unreadable, TomlError if not TOML."""
     with open(path, "rb") as handle:
         data = handle.read()
@@ -236,7 +261,7 @@ def nearest_key(name: str) -> str:
     return max(KEYS, key=lambda known: difflib.SequenceMatcher(None, name, known).ratio())
 
 
-def _unknown(name: str, value: Any) -> str:
+def _unknown(name: str, value: object) -> str:
     """Why the config's top-level *name* is not a setting, and what was probably meant."""
     if isinstance(value, dict):                    # [logging] or logging.x = ...
         ours = [key for key in value if key in KEYS]
@@ -248,10 +273,10 @@ def _unknown(name: str, value: Any) -> str:
 
 
 # -- merging ----------------------------------------------------------------------------
-def load(*, config_file: Optional[str] = None, explicit: bool = False, read_config_file=True,
-         env: Optional[Mapping[str, str]] = None, flags: Optional[Mapping[str, Any]] = None,
-         verbose: bool = False, cwd: Optional[str] = None, uid: Optional[int] = None
-         ) -> Settings:
+def load(*, config_file: Optional[str] = None, explicit: bool = False,
+         read_config_file: bool = True, env: Optional[Mapping[str, str]] = None,
+         flags: Optional[Mapping[str, object]] = None, verbose: bool = False,
+         cwd: Optional[str] = None, uid: Optional[int] = None) -> Settings:
     """Everything the daemon (or the library, with ``read_config_file=False``) would use.
 
     *flags* maps key names to the values given on the command line (already typed by the
@@ -261,11 +286,8 @@ def load(*, config_file: Optional[str] = None, explicit: bool = False, read_conf
     env = os.environ if env is None else env
     flags = flags or {}
     cwd = cwd or os.getcwd()
-    values = {name: key.default for name, key in KEYS.items()}
-    sources = {name: "default" for name in KEYS}
-    values["socket_path"] = defaults.socket_path(env, uid)
-    values["admin_socket_path"] = defaults.admin_socket_path(env, uid)
-    settings = Settings(values, sources)
+    settings = Settings(socket_path=defaults.socket_path(env, uid),
+                        admin_socket_path=defaults.admin_socket_path(env, uid))
     raw_strings: Dict[str, str] = {}              # filters/outputs text, parsed once at the end
 
     # 1. the config file
@@ -279,24 +301,24 @@ def load(*, config_file: Optional[str] = None, explicit: bool = False, read_conf
     debug = env.get("LIBVIRT_DEBUG", "")
     if debug:
         try:
-            values["log_level"] = int(parse_priority(debug.strip()))
-            sources["log_level"] = "LIBVIRT_DEBUG"
+            settings._set("log_level", parse_priority(debug.strip()), "LIBVIRT_DEBUG")
         except ValueError as err:
             settings.problems.append(f"LIBVIRT_DEBUG: {err}; ignored")
-    for name in ("log_filters", "log_outputs"):
-        text = env.get(KEYS[name].env or "", "")
+    for name, variable in (("log_filters", "LIBVIRT_LOG_FILTERS"),
+                           ("log_outputs", "LIBVIRT_LOG_OUTPUTS")):
+        text = env.get(variable, "")
         if text:
-            values[name], sources[name] = text, KEYS[name].env
+            settings._set(name, text, variable)
             raw_strings[name] = text
 
     # 3. the flags
     for name, value in flags.items():
         if value is None:
             continue
-        if name in PATH_KEYS:
+        if name in PATH_KEYS and isinstance(value, str):
             value = os.path.join(cwd, value)
-        values[name], sources[name] = value, KEYS[name].flag or name
-        if name in ("log_filters", "log_outputs"):
+        settings._set(name, value, KEYS[name].flag or name)
+        if name in ("log_filters", "log_outputs") and isinstance(value, str):
             raw_strings[name] = value
 
     _finish(settings, raw_strings, verbose, cwd)
@@ -333,41 +355,45 @@ def _apply_file(settings: Settings, path: str, explicit: bool,
             continue
         if name == "log_level" and checked == 0:
             continue                              # 0 means "unset", as in libvirtd.conf
-        if name in PATH_KEYS:
+        if name in PATH_KEYS and isinstance(checked, str):
             checked = os.path.join(base, checked)
-        settings.values[name], settings.sources[name] = checked, where
-        if name in ("log_filters", "log_outputs"):
+        settings._set(name, checked, where)
+        if name in ("log_filters", "log_outputs") and isinstance(checked, str):
             raw_strings[name] = checked
 
 
 def _finish(settings: Settings, raw_strings: Dict[str, str], verbose: bool,
             cwd: str) -> None:
     """Parse the filter and output strings that won, and settle the effective level."""
-    values, sources = settings.values, settings.sources
-    for name, parser in (("log_filters", parse_filters), ("log_outputs", parse_outputs)):
-        text = raw_strings.get(name, "")
-        if name == "log_outputs":
-            where = sources[name]
-            # a relative file path in the config is relative to the config's directory
-            base = os.path.dirname(where.rsplit(":", 1)[0]) if where.startswith("/") else cwd
-            specs, error = parse_outputs(text, base)
-        else:
-            specs, error = parser(text)
-        if error is not None:
-            settings.problems.append(
-                f"{sources[name]}: {error.message} in {name} \"{text}\"; "
-                f"the entries before it apply, the rest is ignored")
-        values[name] = (format_filters if name == "log_filters" else format_outputs)(specs)
-        setattr(settings, "filters" if name == "log_filters" else "outputs", specs)
-    level = values["log_level"] or DEFAULT_LEVEL
+    sources = settings.sources
+    filters_text = raw_strings.get("log_filters", "")
+    settings.filters, error = parse_filters(filters_text)
+    if error is not None:
+        settings.problems.append(_partly_ignored(sources, "log_filters", filters_text, error))
+    settings.log_filters = format_filters(settings.filters)
+
+    outputs_text = raw_strings.get("log_outputs", "")
+    where = sources["log_outputs"]
+    # a relative file path in the config is relative to the config's directory
+    base = os.path.dirname(where.rsplit(":", 1)[0]) if where.startswith("/") else cwd
+    settings.outputs, error = parse_outputs(outputs_text, base)
+    if error is not None:
+        settings.problems.append(_partly_ignored(sources, "log_outputs", outputs_text, error))
+    settings.log_outputs = format_outputs(settings.outputs)
+
+    level = settings.log_level or DEFAULT_LEVEL
     if verbose and level > 2:                     # libvirt's -v: a level above info -> info
         level = 2
         sources["log_level"] = "-v"
-    values["log_level"] = level
     settings.log_level = level
     # a value may hold control characters (TOML's "\n", the environment): each problem is
     # printed as one line, so they are shown escaped (\x0a), as in a log line
     settings.problems[:] = [_CONTROL.sub(_escape, problem) for problem in settings.problems]
+
+
+def _partly_ignored(sources: Dict[str, str], name: str, text: str, error: SpecError) -> str:
+    return (f"{sources[name]}: {error.message} in {name} \"{text}\"; "
+            f"the entries before it apply, the rest is ignored")
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -378,7 +404,7 @@ def _escape(found: "re.Match[str]") -> str:
 
 
 # -- --check-config ---------------------------------------------------------------------
-def _toml_value(value: Any) -> str:
+def _toml_value(value: object) -> str:
     if isinstance(value, str):
         # a TOML basic string: JSON's escapes are TOML's (\n, \", \\, \u0007), DEL too
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
@@ -389,10 +415,10 @@ def render(settings: Settings, default_output: Optional[OutputSpec] = None) -> s
     """Every effective setting as ``key = value  # from SOURCE``: valid TOML that can be
     pasted into a config. Unset optional keys are listed as comments."""
     out = []
-    for name in KEYS:
-        value, source = settings.values[name], settings.sources[name]
+    for name, value in settings.values.items():
+        source = settings.sources[name]
         if name == "socket_perms":
-            value = f"{value:04o}"
+            value = f"{settings.socket_perms:04o}"
         if name == "log_outputs" and not value and default_output is not None:
             out.append(f'{name} = {_toml_value(str(default_output))}  '
                        f'# from default (no outputs configured)')

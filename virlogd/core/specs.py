@@ -3,10 +3,10 @@
 ``"3:remote 4:event 1:+qemu"`` and ``"1:file:/var/log/x.log 3:syslog:libvirtd"``.
 
 Each parser returns the specs it accepted *and* the first error, instead of raising: at
-start-up libvirt applies the entries before a bad token (the seed says so), while a runtime
-change through ``virlogd-admin`` must be all-or-nothing. The caller picks the policy; the
-grammar lives here once. Messages follow libvirt's wording and always quote the token (where
-libvirt's "Invalid match string" names only the match, ours names the token too);
+start-up libvirt applies the entries before a bad token, while a runtime change through
+``virlogd-admin`` must be all-or-nothing. The caller picks the policy; the grammar lives
+here once. Messages follow libvirt's wording and always quote the token (where libvirt's
+"Invalid match string" names only the match, ours names the token too);
 ``SpecError.in_string()`` adds the whole string.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 DESTINATIONS = ("stderr", "syslog", "file", "journald", "virlogd", "remote")
 _GLOB_CHARS = frozenset("*?[")
@@ -137,7 +137,7 @@ def parse_output(token: str, text: Optional[str] = None,
 
 def _valid_remote(url: str) -> bool:
     found = _REMOTE_URL.match(url)
-    return bool(found) and 0 < int(found.group(3)) < 65536
+    return found is not None and 0 < int(found.group(3)) < 65536
 
 
 def parse_outputs(text: str, cwd: Optional[str] = None
@@ -155,9 +155,9 @@ def parse_outputs(text: str, cwd: Optional[str] = None
     return specs, None
 
 
-def format_filters(specs) -> str:
+def format_filters(specs: Iterable[FilterSpec]) -> str:
     return " ".join(str(spec) for spec in specs)
 
 
-def format_outputs(specs) -> str:
+def format_outputs(specs: Iterable[OutputSpec]) -> str:
     return " ".join(str(spec) for spec in specs)
