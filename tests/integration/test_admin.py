@@ -21,9 +21,10 @@ from typing import List, Optional
 
 import pytest
 
-from virlogd.daemon.admin import MAX_REQUEST, AdminServer, bind_admin_socket
+from virlogd.daemon.admin import MAX_REQUEST, AdminServer
 from virlogd.core.errors import ConfigError
 from virlogd.daemon.loop import EventLoop
+from virlogd.daemon.sockets import bind_unix
 from virlogd.core.priority import parse_priority
 from virlogd.core.specs import format_filters, format_outputs, parse_filters, parse_outputs
 
@@ -106,7 +107,7 @@ class Served:
     def __init__(self, path: str) -> None:
         self.path = path
         self.control = FakeControl()
-        self.sock = bind_admin_socket(path)
+        self.sock = bind_unix(path, socket.SOCK_STREAM, mode=0o600)
         self.loop = EventLoop()
         self.server = AdminServer(self.loop, self.control, self.sock)
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
@@ -319,7 +320,7 @@ def test_a_stale_socket_file_is_replaced(sockdir):
 def test_a_live_daemons_socket_is_not_taken_over(served):
     """Binding where a daemon answers fails with a clear message and leaves it serving."""
     with pytest.raises(OSError) as caught:
-        bind_admin_socket(served.path)
+        bind_unix(served.path, socket.SOCK_STREAM, mode=0o600)
     assert str(caught.value) == f"another virlogd is already listening on {served.path}"
     assert admin(served.path, "daemon-log-level")[:3] == (0, " Logging level: 3\n", "")
 

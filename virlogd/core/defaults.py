@@ -10,7 +10,7 @@ import stat
 import sys
 from typing import Mapping, Optional
 
-from ..daemon.sockets import listening
+from .unixsocket import listening
 from .specs import OutputSpec
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

@@ -4,8 +4,7 @@ Our exception hierarchy::
 
     VirlogdError
     ├── ConfigError     a setting that cannot be used (bad file, bad value in configure())
-    ├── ProtocolError   a malformed frame on a socket
-    └── OutputError     an output that cannot be opened or replaced
+    └── ProtocolError   a malformed frame on a socket
 """
 
 
@@ -19,7 +18,3 @@ class ConfigError(VirlogdError):
 
 class ProtocolError(VirlogdError):
     """A malformed or oversized frame."""
-
-
-class OutputError(VirlogdError):
-    """An output that cannot be opened, or a set of outputs that cannot replace the old."""

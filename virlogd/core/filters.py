@@ -39,6 +39,3 @@ class FilterSet:
             self._cache.clear()
         self._cache[source] = decision
         return decision
-
-    def threshold(self, source: str) -> int:
-        return self.decide(source)[0]

@@ -56,18 +56,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..protocol import wire
 from ..core.errors import ConfigError
 from .follow import FollowHub, follow_filters
-from .sockets import bind_unix
+from .peercred import peer_credentials
 from ..core.specs import parse_filters
 from .timebox import TimeBoxes, format_duration
 
 MAX_REQUEST = 64 * 1024
-_PEERCRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
 
 COMMANDS = ("daemon-log-filters", "daemon-log-outputs", "daemon-log-level", "dump", "stats",
             "follow")
@@ -107,22 +105,6 @@ NOT_CLIENT_SOCKET = {"ok": False, "error": "this is virlogd's admin socket, not 
 def _client_greeting(buf: bytes) -> bool:
     """Whether *buf*, the first bytes of an admin connection, start a client's greeting."""
     return bool(buf) and wire.MAGIC.startswith(bytes(buf[:len(wire.MAGIC)]))
-
-
-def bind_admin_socket(path: str) -> socket.socket:
-    """A listening admin socket at *path*, mode 0600 from the moment it exists.
-
-    A stale socket file (nobody answers) is replaced; if a live process answers on *path*,
-    raises OSError: ``another virlogd is already listening on PATH``.
-    """
-    return bind_unix(path, socket.SOCK_STREAM, mode=0o600)
-
-
-def peer_credentials(conn: socket.socket) -> Tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end of a connected AF_UNIX socket."""
-    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    pid, uid, gid = _PEERCRED.unpack(raw)
-    return pid, uid, gid
 
 
 class _Connection:

@@ -47,12 +47,12 @@ import collections
 import errno
 import os
 import socket
-import struct
 import time
 from typing import Deque, Dict, Optional
 
 from . import limits
 from .admin import answer_wrong_socket, is_admin_request
+from .peercred import peer_credentials
 from ..core.errors import ProtocolError
 from ..core.record import Record
 from ..core.specs import format_filters
@@ -66,7 +66,6 @@ DEFAULT_MAX_PENDING = 64 * 1024 * 1024   # bytes held in incomplete frames, all 
 PENDING_FLOOR = 16 * 1024      # what any connection may hold without a reservation
 ACCEPT_PAUSE = 0.2             # seconds the listening socket rests when out of descriptors
 WISH_RETRY = 0.2               # seconds between attempts at a wish a client cannot take yet
-_CRED = struct.Struct("3i")
 
 
 class _Connection:
@@ -280,8 +279,7 @@ class ClientServer:
 
     def _admit(self, conn: socket.socket) -> None:
         try:
-            pid, uid, gid = _CRED.unpack(
-                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+            pid, uid, gid = peer_credentials(conn)
         except OSError:
             conn.close()
             return

@@ -18,6 +18,9 @@ import stat
 from typing import Optional
 
 from ..core import safepath
+from ..core.unixsocket import listening
+
+__all__ = ["SocketInUse", "bind_unix", "listening"]
 
 
 class SocketInUse(OSError):
@@ -49,17 +52,6 @@ def bind_unix(path: str, kind: int = socket.SOCK_STREAM, *, mode: int = 0o666,
         sock.close()
         raise
     return sock
-
-
-def listening(path: str, kind: int = socket.SOCK_STREAM) -> bool:
-    """True when a live process serves *path*: a socket file alone proves nothing, since a
-    killed process leaves its file behind, so try to connect."""
-    with socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 def _clear_stale(path: str, kind: int) -> None:
