@@ -3,12 +3,13 @@
     virlog [-p PRIORITY] [-t TAG] [-s SOURCE] [-S SOCKET] [--field NAME=VALUE]... [MESSAGE...]
 
 With MESSAGE, one record (the words joined by spaces); without, each line of standard input
-is one record, sent as it arrives (so ``tail -f x | virlog`` works). ``logger``'s habits work
-(DESIGN §7): ``-t TAG``, ``-p`` with syslog's level names in any case and ``facility.level``
-(the facility travels as the field ``priority.FACILITY_FIELD``). A line longer than one record
-holds (the 4 MiB frame limit) is sent as several records, with a warning, never fatal. Unlike the library,
-``virlog`` does not hold records for a daemon that is away: it connects first and fails at
-once if it cannot (exit 1). It also confirms delivery: once everything is sent it shuts down
+is one record, sent as it arrives (so ``tail -f x | virlog`` works). ``logger``'s habits work,
+so that scripts written for it need no change: ``-t TAG``, ``-p`` with syslog's level names
+in any case and ``facility.level`` (the facility travels as the field
+``priority.FACILITY_FIELD``). A line longer than one record holds (the 4 MiB frame limit) is
+sent as several records, with a warning, never fatal. Unlike the library, ``virlog`` does not
+hold records for a daemon that is away: it connects first and fails at once if it cannot
+(exit 1). It also confirms delivery: once everything is sent it shuts down
 its side and waits for the daemon's end of file, which the daemon sends only after it has
 routed (and flushed) everything it read — so exit 0 means the records reached the outputs.
 
@@ -300,7 +301,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     facility = args.priority[1]
     if facility is not None:        # -p FACILITY.LEVEL: for the outputs that speak syslog
         fields[FACILITY_FIELD] = str(facility)
-    # no -S: the per-user socket if it exists, else the system one (DESIGN §7)
+    # no -S: the per-user socket if it exists, else the system one, so that a user's own
+    # daemon wins and the system's still serves users who run none
     path, absent = (args.socket, []) if args.socket else \
         choose_socket(defaults.client_socket_candidates())
     try:

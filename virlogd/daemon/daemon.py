@@ -198,14 +198,16 @@ class Daemon:
             self.syslog_input = SyslogInput(self.loop, self.router, self.sockets[systemd.SYSLOG])
 
     def _fallback_output(self):
-        """Where a dump goes when there is no text output: the default file of §3.4."""
+        """Where a dump goes when there is no text output: the default log file
+        (``defaults.log_file``), the one a detached daemon writes to without journald."""
         path = defaults.log_file()
         defaults.make_log_dir(path)
         return FileOutput(OutputSpec(1, "file", path), self.ctx)
 
     def _default_chain(self, level: int) -> List[OutputSpec]:
-        """The default output of §3.4, then what follows it: the default file when
-        detached, stderr in the foreground (detached, stderr is /dev/null)."""
+        """The default output (``defaults.default_output``), then what follows it: the
+        default file when detached, stderr in the foreground (detached, stderr is
+        /dev/null)."""
         first = defaults.default_output(level, self.detached)
         chain = [first]
         if self.detached and first.dest != "file":
