@@ -1,4 +1,4 @@
-"""Default paths (root vs. other users) and the default-output rule of DESIGN §3.4.
+"""Default paths (root vs. other users) and the default output (``default_output``).
 
 Pure functions of the environment they are given, so tests can ask "what would root get".
 """
@@ -8,12 +8,15 @@ import os
 import socket
 import stat
 import sys
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional
 
 from .unixsocket import listening
 from .specs import OutputSpec
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+Env = Optional[Mapping[str, str]]   # None: os.environ
+Uid = Optional[int]                 # None: os.geteuid()
 
 
 def _env(env: Optional[Mapping[str, str]]) -> Mapping[str, str]:
@@ -30,7 +33,7 @@ def _xdg(env: Mapping[str, str], name: str, fallback: str) -> str:
         env.get("HOME") or os.path.expanduser("~"), fallback)
 
 
-def runtime_dir(env=None, uid=None) -> str:
+def runtime_dir(env: Env = None, uid: Uid = None) -> str:
     env = _env(env)
     if _is_root(uid):
         return "/run/virlogd"
@@ -43,14 +46,14 @@ def runtime_dir(env=None, uid=None) -> str:
     return os.path.join(base, "virlogd")
 
 
-def socket_path(env=None, uid=None) -> str:
+def socket_path(env: Env = None, uid: Uid = None) -> str:
     return os.path.join(runtime_dir(env, uid), "virlogd-sock")
 
 
 SYSTEM_SOCKET = "/run/virlogd/virlogd-sock"
 
 
-def client_socket_candidates(env=None, uid=None) -> list:
+def client_socket_candidates(env: Env = None, uid: Uid = None) -> List[str]:
     """The sockets a client (``virlog``, ``x:virlogd``, ``VirlogdHandler``) looks at when it
     is given none, in order: the user's own daemon's socket, then the system daemon's, which
     is 0666 like ``/dev/log`` (root's own socket is the system one: a single entry). A
@@ -60,7 +63,7 @@ def client_socket_candidates(env=None, uid=None) -> list:
     return [own] if own == SYSTEM_SOCKET else [own, SYSTEM_SOCKET]
 
 
-def admin_socket_path(env=None, uid=None) -> str:
+def admin_socket_path(env: Env = None, uid: Uid = None) -> str:
     return os.path.join(runtime_dir(env, uid), "virlogd-admin-sock")
 
 
@@ -70,14 +73,14 @@ def ring_path(socket: str) -> str:
     return f"{socket}.ring"
 
 
-def config_path(env=None, uid=None) -> str:
+def config_path(env: Env = None, uid: Uid = None) -> str:
     if _is_root(uid):
         return "/etc/virlogd.conf"
     return os.path.join(_xdg(_env(env), "XDG_CONFIG_HOME", ".config"), "virlogd",
                         "virlogd.conf")
 
 
-def log_file(env=None, uid=None) -> str:
+def log_file(env: Env = None, uid: Uid = None) -> str:
     if _is_root(uid):
         return "/var/log/virlogd/virlogd.log"
     return os.path.join(_xdg(_env(env), "XDG_CACHE_HOME", ".cache"), "virlogd", "virlogd.log")
@@ -102,7 +105,7 @@ def stdin_is_tty() -> bool:
 
 
 def default_output(level: int, detached: bool, *, journal: Optional[bool] = None,
-                   tty: Optional[bool] = None, env=None, uid=None) -> OutputSpec:
+                   tty: Optional[bool] = None, env: Env = None, uid: Uid = None) -> OutputSpec:
     """journald if its socket is writable and we are detached or stdin is not a tty; else
     the default file when detached; else stderr. Level = the default priority, except that
     journald gets 2 for a default of 1 (journald rate-limits floods of debug)."""
@@ -115,18 +118,18 @@ def default_output(level: int, detached: bool, *, journal: Optional[bool] = None
     return OutputSpec(level, "stderr")
 
 
-def log_dir_mode(uid=None) -> int:
+def log_dir_mode(uid: Uid = None) -> int:
     """The mode of the default file's directories we create: 0755 for root (like /var/log),
     0700 for a user (the XDG base directory spec's mode for ~/.cache)."""
     return 0o755 if _is_root(uid) else 0o700
 
 
-def make_log_dir(path: str, uid=None) -> None:
+def make_log_dir(path: str, uid: Uid = None) -> None:
     """Create the missing directories above the default log file *path*, each with
     ``log_dir_mode`` exactly (whatever the umask); raises OSError. Nothing else makes them
     outside systemd (whose ``LogsDirectory=`` does it for the unit)."""
     mode = log_dir_mode(uid)
-    missing = []
+    missing: List[str] = []
     directory = os.path.dirname(os.path.abspath(path))
     while not os.path.isdir(directory):
         missing.append(directory)

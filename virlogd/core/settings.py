@@ -20,7 +20,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, get_args, get_type_hints
 
 from . import defaults
 from .priority import parse_priority
@@ -137,8 +137,9 @@ class Settings:
     """Every key's effective value, as an attribute of the key's name and type (the
     defaults are the values below), and where each came from.
 
-    Values are set by name only in ``load``, each after its key's check (or, for a flag,
-    the argument parser's), so each attribute holds the type it is declared with."""
+    ``load`` sets values by name, each after its key's check (or, for a flag, the argument
+    parser's), through ``_set``, which refuses a value not of the declared type: whatever
+    the config file held, each attribute holds the type it is declared with."""
     log_level: int = 0                # 0 = unset; after load the effective default priority
                                       # (DEFAULT_LEVEL if unset, -v applied)
     log_filters: str = ""             # after load, the filters that apply, as text
@@ -170,8 +171,18 @@ class Settings:
         return {name: getattr(self, name) for name in KEYS}
 
     def _set(self, name: str, value: object, source: str) -> None:
+        declared = _DECLARED[name]
+        if not isinstance(value, declared):
+            raise TypeError(f"{name} takes {' or '.join(t.__name__ for t in declared)}, "
+                            f"not {type(value).__name__} ({source})")
         setattr(self, name, value)
         self.sources[name] = source
+
+
+# key -> the types its Settings attribute accepts (Optional[str] -> (str, NoneType))
+_DECLARED: Dict[str, Tuple[type, ...]] = {
+    name: get_args(hint) or (hint,) for name, hint in get_type_hints(Settings).items()
+    if name in KEYS}
 
 
 # -- the config file --------------------------------------------------------------------
