@@ -66,7 +66,8 @@ def test_fuzz_target_finds_nothing(sanitized_build, tmp_path, target, mode):
 @pytest.mark.parametrize("target", TARGETS)
 def test_corpus_replays_cleanly(tmp_path, target, mode):
     """Every committed input, findings included (``fuzz/corpus/wire/seed-line-2-31``,
-    ``seed-func-newline``, ``fuzz/regressions/wire/func-64k``: the issue's frames), once
+    ``seed-func-newline``, ``fuzz/regressions/wire/func-64k``: frames that once crashed a
+    twin), once
     through the target in its own process, against the twins as built in place (no atheris
     needed)."""
     env = {k: v for k, v in os.environ.items() if k != "VIRLOGD_PURE_PYTHON"}

@@ -1,4 +1,4 @@
-"""virlogd-admin against a real daemon: the answers a newcomer found wanting (issue 18).
+"""virlogd-admin against a real daemon: the answers a newcomer found wanting.
 
 Refusals that name the bad token and the whole string, the client socket given to ``-S`` by
 mistake, and ``stats`` that counts the daemon's own records apart from the clients', shows no

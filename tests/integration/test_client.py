@@ -334,7 +334,7 @@ class TestHandler:
 
 
 class TestNothingSilentAtExit:
-    """Issue 16, scenario 3: a program whose daemon is not there exits 0 as before, and
+    """A program whose daemon is not there exits 0 as before (logging never fails it), and
     writes exactly one line on stderr saying what was not delivered, where and why."""
 
     def test_a_handler_program_says_at_exit_what_it_could_not_deliver(self, tmp_path):

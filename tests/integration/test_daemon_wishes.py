@@ -1,4 +1,5 @@
-"""The daemon's wishes reach its clients (protocol version 3; DESIGN §7, issue 19).
+"""The daemon's wishes reach its clients (protocol version 3): a filter set on the daemon
+makes its clients send what it now wants.
 
 Real processes throughout: a real ``virlogd`` (daemonproc), real client programs as
 subprocesses (the library with an ``x:virlogd`` output, stdlib ``logging`` with
@@ -163,7 +164,7 @@ def test_a_timed_filter_change_brings_debug_and_takes_it_away_when_its_time_is_u
     daemon, log, _procs = two_programs
     help_text = daemon.admin("daemon-log-filters", "--help").stdout
     if "--for" not in help_text:
-        pytest.skip("virlogd-admin has no --for yet (time-boxed changes, issue 19 item 2)")
+        pytest.skip("virlogd-admin has no --for yet (time-boxed changes)")
     before = {p: last_number(log, p.replace("debug", "other"))
               for p in ("lib debug", "stdlib debug")}
     assert daemon.admin("daemon-log-filters", "1:qemu", "--for", "5s").returncode == 0

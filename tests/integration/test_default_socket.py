@@ -1,4 +1,4 @@
-"""The default client socket (issue 16, scenario 7; DESIGN §7 "Default client socket").
+"""The default client socket: a user's own daemon first, else the system's.
 
 Clients given no socket (``virlog``, the library's ``x:virlogd``, ``VirlogdHandler``) use the
 per-user socket when it exists, else the system socket ``/run/virlogd/virlogd-sock`` (0666,

@@ -1,4 +1,4 @@
-"""Forked and short-lived processes lose nothing (issue 16, scenario 4).
+"""Forked and short-lived processes lose nothing (pre-fork servers, ``multiprocessing``).
 
 A record reaches the kernel before the logging call returns whenever the socket can take it
 (a non-blocking send from the caller's thread), and ``os.register_at_fork`` gives a child a

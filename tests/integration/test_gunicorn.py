@@ -1,5 +1,4 @@
-"""A real pre-fork server: gunicorn's sync workers logging through VirlogdHandler (issue 16,
-scenario 4).
+"""A real pre-fork server: gunicorn's sync workers logging through VirlogdHandler.
 
 The handler is made in gunicorn's master (``--preload``: the app is imported, and its first
 record sent, before the workers are forked), so every worker starts from a client it

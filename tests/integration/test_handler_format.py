@@ -1,4 +1,4 @@
-"""The README's ``basicConfig`` example (issue 18): the message travels alone.
+"""The README's ``basicConfig`` example, as a reader runs it: the message travels alone.
 
 ``logging.basicConfig(handlers=[virlogd.VirlogdHandler()])`` gives every handler without a
 formatter its default ``levelname:name:message`` format; the level and the source are fields

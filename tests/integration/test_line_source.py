@@ -1,4 +1,4 @@
-"""Text lines name their source (DESIGN §7): real clients through a real daemon into a file.
+"""Text lines name their source: real clients through a real daemon into a file.
 
 A record relayed from another process carries its source as a field after the level, so a
 host-wide file tells programs apart, and every line still starts with libvirt's
@@ -20,7 +20,7 @@ def test_a_relayed_record_names_its_source_and_the_daemons_own_do_not(tmp_path):
     try:
         done = d.virlog("-p", "warning", "-s", "myapp", "disk almost full")
         assert done.returncode == 0, done.stderr
-        # a library client with a call site: qemuMonitorSend:1024, as in DESIGN §7
+        # a library client with a call site (qemuMonitorSend:1024), as libvirt's lines have
         client = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
             import os
             from virlogd.client.client import Client

@@ -1,4 +1,5 @@
-"""Nothing silent where the daemon writes (issue 16, scenarios 1, 2 and 5).
+"""Nothing silent where the daemon writes: the default file's directories, an output that
+cannot be opened, the fallback when none takes a record, and an output into itself.
 
 Real ``virlogd`` processes, detached with ``-d`` as an administrator starts them. Where the
 daemon's own paths are the point (``/var/log/virlogd/``, ``/run/virlogd/``, no journald, no

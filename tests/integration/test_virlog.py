@@ -125,8 +125,8 @@ def test_logger_habits_reach_a_real_daemons_file_output(tmp_path):
     """The real virlog to the real daemon: -t, -p daemon.warning and -p CRIT give lines at
     warning and error (the facility has no place in a text line: the syslog, remote and
     journald outputs carry it, and journald shows the tag: see tests/real). The tag is the
-    source, which a relayed record's line names (DESIGN §7, "Text lines name their
-    source"), after the level."""
+    source, which a relayed record's line names after the level (so a host-wide file
+    tells programs apart)."""
     log = tmp_path / "out.log"
     d = Daemon(tmp_path, outputs=f"1:file:{log}")
     try:
@@ -266,7 +266,7 @@ def test_a_line_over_the_frame_limit_is_split_with_a_warning_and_the_next_lines_
         assert run.stderr == (f"virlog: warning: line 2 of standard input (5242880 bytes) is "
                               f"longer than one record holds ({limit} bytes): sent as 2 "
                               f"records\n")
-        # the text after the level, and after the source where the line names it (DESIGN §7)
+        # the text after the level, and after the source where the line names it (relayed)
         messages = [re.sub(r"^big : ", "", line.split(": error : ", 1)[1]) for line in
                     read_until(log, "after 99\n").splitlines() if ": error : " in line]
     finally:

@@ -1,5 +1,5 @@
-"""The seed's journald example, as data and one check, shared by the library test here and
-the daemon-relay test: both must give the same entry.
+"""libvirt's journald example (a failed QEMU probe), as data and one check, shared by the
+library test here and the daemon-relay test: both must give the same entry.
 
     entry = real_journald.query(f"MESSAGE_ID={SEED_MESSAGE_ID}", f"_PID={pid}")[0]
     check_seed_entry(entry, code_file=..., code_line=..., code_func=...)
@@ -17,7 +17,7 @@ SEED_FIELDS = {"LIBVIRT_QEMU_BINARY": SEED_BINARY}
 
 def check_seed_entry(entry: Dict, *, code_file: Optional[str], code_line: Optional[int],
                      code_func: Optional[str]) -> None:
-    """Assert the fields the seed names, exactly: PRIORITY "3" (libvirt error), facility
+    """Assert the fields libvirt sets, exactly: PRIORITY "3" (libvirt error), facility
     daemon, the source, the code location, MESSAGE_ID with its dashes and the client's
     LIBVIRT_QEMU_BINARY. ``None`` for a code field means it must be absent."""
     expected = {

@@ -1,4 +1,4 @@
-"""The README's basicConfig example, relayed by a real daemon to the real journald (issue 18):
+"""The README's basicConfig example, relayed by a real daemon to the real journald:
 MESSAGE is the message alone, not basicConfig's ``ERROR:qemu.monitor:probe failed``."""
 import subprocess
 import sys

@@ -1,6 +1,6 @@
 """``x:journald`` through the library, in a real process, read back from a real journald with
-journalctl: the seed's example, big / multi-line / binary values, an outage mid-stream, and
-field names journald would drop."""
+journalctl: libvirt's QEMU-probe example, big / multi-line / binary values, an outage
+mid-stream, and field names journald would drop."""
 from __future__ import annotations
 
 import json
@@ -28,7 +28,7 @@ virlogd.configure(outputs="1:journald")
 log = virlogd.getLogger(SOURCE)
 
 def virQEMUCapsNewForBinaryInternal(binary):
-    log.error("Failed to probe capabilities for %s", binary,  # the seed's call
+    log.error("Failed to probe capabilities for %s", binary,  # the example's call
               message_id=MESSAGE_ID, fields={"LIBVIRT_QEMU_BINARY": binary})
 
 import os
@@ -38,7 +38,8 @@ virQEMUCapsNewForBinaryInternal(BINARY)
 
 
 def test_the_seeds_record_is_found_by_the_seeds_journalctl_query(real_journald, tmp_path):
-    """journalctl MESSAGE_ID=8ae2f3fb-... --output=json returns every field the seed names."""
+    """journalctl MESSAGE_ID=8ae2f3fb-... --output=json returns every field the example
+    sets (libvirt's own journald fields)."""
     prog = write_program(tmp_path, SEED_PROGRAM, SOURCE=SEED_SOURCE, MESSAGE_ID=SEED_MESSAGE_ID,
                          BINARY=SEED_BINARY)
     pid = run(prog).stdout.strip()
@@ -49,7 +50,7 @@ def test_the_seeds_record_is_found_by_the_seeds_journalctl_query(real_journald, 
     mine = [entry for entry in map(json.loads, seed_query.stdout.splitlines())
             if entry["_PID"] == pid]
     assert len(mine) == 1
-    check_seed_entry(mine[0], code_file=prog, code_line=line_of(prog, "# the seed's call"),
+    check_seed_entry(mine[0], code_file=prog, code_line=line_of(prog, "# the example's call"),
                      code_func="virQEMUCapsNewForBinaryInternal")
     assert mine[0]["_TRANSPORT"] == "journal"
 

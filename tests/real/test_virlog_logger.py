@@ -1,4 +1,4 @@
-"""`virlog` speaks logger's language (DESIGN §7): the real command, through a real daemon, to
+"""`virlog` speaks logger's language: the real command, through a real daemon, to
 a real journald, a real rsyslog behind /dev/log and a real rsyslog collector over TCP.
 
 ``-t TAG`` is the source and the program name; ``-p`` takes syslog's level names in any case

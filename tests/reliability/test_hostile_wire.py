@@ -283,7 +283,7 @@ def test_a_reconnect_loop_of_bad_clients_is_reported_at_a_bounded_rate(daemon):
     assert reports <= 20                 # 10 per 10 s; the loop spans two windows at most
 
 
-# -- the frames of issue 15, one by one ----------------------------------------------------
+# -- frames a hostile client once used to crash or stall the daemon, one by one -----------
 def frame(priority=1, source="app", message="m", *, line=0, func=None, file=None,
           stack=None, ident=None, fields=None):
     return wire.encode_parts(priority, source, message, time=time.time(), line=line,

@@ -1,7 +1,8 @@
 """Load: 16 clients at once, signals every 10 ms, admin changes all the time; nothing lost.
 
 The size is a parameter: ``VIRLOGD_LOAD_RECORDS`` records per client (CI default below, sized
-to finish in well under a minute on a 2-core machine). The full run of issue 7 is
+to finish in well under a minute on a 2-core machine). The full run, whose figures
+docs/RELIABILITY.md quotes, is
 
     VIRLOGD_LOAD_RECORDS=100000 bash scripts/test.sh -q tests/reliability/test_load.py -s
 

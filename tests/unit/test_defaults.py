@@ -1,4 +1,4 @@
-"""The default output (DESIGN §3.4): journald when its socket is writable and we are detached
+"""The default output: journald when its socket is writable and we are detached
 or stdin is not a tty; else the default file when detached; else stderr. Its level is the
 default priority, except that a default of 1 becomes 2 for journald."""
 from __future__ import annotations

@@ -169,7 +169,8 @@ def _relayed(**values):
 
 
 def test_a_relayed_record_names_its_source_after_the_level(impl):
-    """DESIGN §7: another process's record carries its source; local ones keep libvirt's."""
+    """Another process's record carries its source (so a host-wide file tells programs
+    apart); local ones keep libvirt's line."""
     rec = _relayed()
     line = ("2026-11-23 14:29:04.771+0000: 4242: debug : qemu.monitor : "
             "qemuMonitorSend:1024 : sent\n")

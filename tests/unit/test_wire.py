@@ -132,7 +132,7 @@ class TestRoundTrip:
             "time": "float", "priority": "int", "source": "str", "message": "str",
             "func": "str", "line": "int", "file": "str", "fields": "dict", "stack": "str",
             "pid": "int", "uid": "int", "gid": "int", "ident": "str", "relayed": "bool"}
-        assert got.relayed is True              # another process sent it (DESIGN §7)
+        assert got.relayed is True              # another process sent it: lines name it
         assert repr(got).startswith("Record(priority=3, source='qemu.monitor'")
 
     def test_a_memoryview_of_a_shared_read_buffer_is_decoded(self):
@@ -336,7 +336,8 @@ class TestRanges:
             == "invalid UTF-8 in source"
 
     def test_a_client_sent_record_is_marked_relayed_and_a_local_one_is_not(self):
-        """The text lines of another process's records name its source (DESIGN §7)."""
+        """The text lines of another process's records name its source (so a host-wide
+        file tells programs apart)."""
         got, = decode(wire.HELLO + strings_frame())
         assert got.relayed is True
         assert Record(1, "s", "m").relayed is False
