@@ -238,7 +238,7 @@ def test_a_damaged_ring_entry_never_stops_a_dump(tmp_path):
 
 
 def test_a_relayed_record_names_its_source_in_file_lines_and_dumps(tmp_path):
-    """DESIGN §7, through the router: a client's record (decoded: relayed) names its source
+    """Through the router: a client's record (decoded: relayed) names its source
     in the file and in a dump; the daemon's own keep libvirt's line."""
     router = make_router(f"3:file:{tmp_path}/a.log", level=3)
     router.route(Record(3, "myapp", "disk almost full", pid=4711, relayed=True))
