@@ -1,1 +1,1 @@
-"""What runs inside every program: the library, the connection to the daemon, the logging handler."""
+"""What runs inside every program: the library, its connection to the daemon, the handler."""

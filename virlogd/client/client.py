@@ -1,9 +1,8 @@
 """The library's connection to the daemon: reconnecting, bounded, thread-safe, fork-safe.
 
-``send()`` encodes the record and hands the frame to a ``FrameQueue`` (whose C twin makes
-``send_frame`` one C call). While connected and with nothing queued, that call writes the
-frame at once with a non-blocking send from the caller's thread: the record is in the kernel
-before the logging call returns, so a process that ends with ``os._exit`` (a forked worker,
+``send()`` encodes the record and hands the frame to a ``FrameQueue``. While connected and
+with nothing queued, that call writes the frame at once with a non-blocking send from the
+caller's thread: the record is in the kernel before the logging call returns, so a process that ends with ``os._exit`` (a forked worker,
 ``multiprocessing``) or is killed right after it loses nothing. What the socket cannot take
 at once is queued, and goes out in one ``sendall`` per batch:
 
@@ -113,8 +112,6 @@ class Client:
         self._send_lock = threading.Lock()     # the socket
         self._queue = FrameQueue(FLUSH_BYTES, self.hold, self._kick, self._flush_now,
                                  self._note_sent)
-        # the class's send_frame without its Python frame: the per-record call is one C call
-        self.send_frame = self._queue.push
         self._sock: Optional[socket.socket] = None
         self._replay = Replay(self.hold)       # sent on this connection, not yet confirmed
         self._backoff = BACKOFF_FIRST
@@ -175,9 +172,7 @@ class Client:
         by this call (a non-blocking send) when connected with nothing queued; else queued,
         for the background thread a moment later, or for this call once the queue passes
         ``FLUSH_BYTES`` (or ``hold`` frames while disconnected). Not connected: the first
-        frame queued tries to connect, in this call.
-
-        (Each client replaces this method by its queue's ``push``, which does the same.)"""
+        frame queued tries to connect, in this call."""
         self._queue.push(frame)
 
     def flush(self) -> bool:

@@ -1,7 +1,7 @@
 """``VirlogdHandler``: stdlib ``logging`` records to the virlogd daemon.
 
-The mapping (DESIGN §1): logger name -> source; DEBUG/INFO/WARNING/ERROR(+CRITICAL) ->
-1/2/3/4 (anything below DEBUG is debug); funcName/lineno/pathname -> func/line/file;
+The mapping: logger name -> source; DEBUG/INFO/WARNING/ERROR(+CRITICAL) -> 1/2/3/4
+(anything below DEBUG is debug); funcName/lineno/pathname -> func/line/file;
 ``created`` -> time; ``exc_info`` (and ``stack_info``) -> the stack; ``extra`` keys written in
 upper case (``extra={"MESSAGE_ID": ...}``) -> record fields. Lower-case extras are the
 application's own attributes and are not sent. An upper-case key that is not a valid journal
@@ -23,21 +23,20 @@ the INFO or DEBUG the daemon wants, and puts back exactly what was there (``NOTS
 included) once the daemon wants less again, the connection is lost or the handler is
 closed. A level the program changed meanwhile is the program's and is left alone. The
 handler never raises a level, nor lowers one for the daemon's usual warnings (a logger the
-program set to ERROR stays so until someone asks the daemon for its info or debug). The program's other handlers
-on those loggers see the extra records too, unless their own level keeps them out. Loggers
+program set to ERROR stays so until someone asks the daemon for its info or debug). The
+program's other handlers on those loggers see the extra records too, unless their own level keeps them out. Loggers
 are changed under logging's module lock, from the client's listener thread.
 """
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import traceback
 from typing import Dict, Optional
 
 from ..core import fieldnames
-from ..protocol import wire
+from ..protocol.wire import encode_parts as _encode_parts
 from .client import Client, program_name
 
 # every attribute a plain LogRecord has, so that what is left over came from extra=
@@ -60,13 +59,6 @@ _PRIORITY = {logging.DEBUG: 1, logging.INFO: 2, logging.WARNING: 3, logging.ERRO
              logging.CRITICAL: 4}
 
 
-def _priority(levelno) -> int:
-    return _PRIORITY.get(levelno) or priority_of(levelno)
-
-
-_program = program_name
-
-
 _LEVEL_OF = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 
 
@@ -85,7 +77,7 @@ class VirlogdHandler(logging.Handler):
         super().__init__(level)
         # direct=False: batched only (see Client): cheaper, but os._exit can lose the last ms
         self.client = Client(socket_path, hold=hold, direct=direct)
-        self.ident = _program()
+        self.ident = program_name()
         self.follow_daemon_levels = follow_daemon_levels
         # logger name -> (the level it had, the level we set): what to put back
         self._lowered: Dict[str, tuple] = {}
@@ -93,13 +85,6 @@ class VirlogdHandler(logging.Handler):
         if follow_daemon_levels:
             self.client.on_wish.append(self._follow)
             self.client.open()          # hear the daemon before the first record
-        # With wire's C twin, a LogRecord reaching a handler with no filters and no formatter
-        # is handled in one C call that does what handle() and emit() below do; everything
-        # else goes to handle(). A subclass that overrides either keeps its own.
-        cls = type(self)
-        if (wire.RecordHandler is not None and cls.handle is VirlogdHandler.handle
-                and cls.emit is VirlogdHandler.emit):
-            self.handle = wire.RecordHandler(self, _C_PLAN)
 
     def handle(self, record: logging.LogRecord):
         """``Handler.handle`` without the handler's I/O lock: ``emit`` only hands one frame
@@ -112,10 +97,13 @@ class VirlogdHandler(logging.Handler):
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
+        """One frame to the client: the record reaches the daemon's socket before this
+        returns when the connection can take it (else the client queues it)."""
         try:
             message = record.getMessage() if self.formatter is None else self.format(record)
-            self.client.send_frame(wire.encode_parts(
-                _priority(record.levelno), record.name,
+            levelno = record.levelno
+            self.client.send_frame(_encode_parts(
+                _PRIORITY.get(levelno) or priority_of(levelno), record.name,
                 message, time=record.created, func=record.funcName, line=record.lineno or 0,
                 file=record.pathname,
                 # the usual record has no extras and no exception: decided without a call
@@ -132,7 +120,7 @@ class VirlogdHandler(logging.Handler):
         ``ERROR:qemu.monitor:probe failed`` in journald and in files, where the priority and
         the source are fields already. A format the program chose (``basicConfig(format=...)``,
         or ``setFormatter`` called by the program itself) is kept. With no formatter the
-        message is sent alone, and the C path (which takes only that case) stays in use."""
+        message is sent alone."""
         if fmt is not None and _is_basic_config_default(fmt, sys._getframe(1)):
             return
         super().setFormatter(fmt)
@@ -146,8 +134,6 @@ class VirlogdHandler(logging.Handler):
         self.client.flush()
 
     def close(self) -> None:
-        # the C path refers to this handler: without it, nothing waits for the cyclic GC
-        self.__dict__.pop("handle", None)
         try:
             if self._follow in self.client.on_wish:
                 self.client.on_wish.remove(self._follow)
@@ -211,17 +197,6 @@ def _is_basic_config_default(fmt: logging.Formatter, caller) -> bool:
             and fmt._fmt == logging.BASIC_FORMAT)
 
 
-def _report(handler: VirlogdHandler, record: logging.LogRecord, err: Exception) -> None:
-    """emit()'s ``except Exception`` for an error of the C path: raised again here, so that
-    ``handleError`` finds it being handled, with a traceback (the stdlib's reads
-    ``tb.tb_frame``)."""
-    try:
-        raise err
-    except Exception:  # noqa: BLE001 - what emit() catches
-        del err        # else the traceback's frame holds the error: a cycle, kept until GC
-        handler.handleError(record)
-
-
 def _fields(record: logging.LogRecord) -> Optional[dict]:
     """The record's upper-case extras; emit() calls it only for a record with more
     attributes than a plain LogRecord (the usual one has none: no set is built)."""
@@ -250,9 +225,3 @@ def _stack(record: logging.LogRecord) -> Optional[str]:
     if record.stack_info:
         parts.append(record.stack_info)
     return "\n".join(part.rstrip("\n") for part in parts) + "\n" if parts else None
-
-
-# what the C path (wire.RecordHandler) needs, gathered once: the Python handle() and emit()
-# it stands for, the record class it takes, and the helpers for the rare parts
-_C_PLAN = (VirlogdHandler.handle, VirlogdHandler.emit, logging.LogRecord, _PLAIN_SIZE,
-           _priority, _fields, _stack, _report)

@@ -26,8 +26,10 @@ import atexit
 import os
 import sys
 import threading
+import time
 import traceback
-from typing import Dict, Mapping, Optional, Union
+from types import FrameType
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from ..core import defaults, fieldnames
 from ..core.errors import ConfigError
@@ -40,7 +42,6 @@ from ..core.ring import RingBuffer
 from ..core.router import Router, RouterState
 from ..core.specs import OutputSpec, parse_filters, parse_outputs
 from ..core import textformat
-from ..protocol import wire
 
 DEFAULT_BUFFER_KB = 64
 
@@ -51,13 +52,12 @@ _pid = [os.getpid()]           # os.getpid() costs a system call per record; for
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 _getframe = sys._getframe
-# a call below the filters that the ring keeps is packed as the router would pack it, call
-# site and clock included, in one call and without a Record (textformat.pack_here)
-_pack_here = textformat.pack_here
-# the usual call (no fields, no stack): the Record, call site included, in one call
-_here_at = wire.here_at
+_time = time.time
 _current = {"level": 3, "filters": [], "outputs": [], "buffer_size": DEFAULT_BUFFER_KB}
 _pack_record = textformat.pack_record
+# a call below the filters that the ring keeps is packed as the router would pack it, from
+# its parts: no Record is built for a call that may never be read
+_pack_parts = textformat.pack_parts
 
 
 def _fallback_output():
@@ -210,8 +210,11 @@ class _Wished:
                 if want <= priority < max(threshold, out.priority):
                     try:
                         out.handle(record, "")
-                    except Exception:  # noqa: BLE001 - as the router: never raised
+                    except Exception as err:  # noqa: BLE001 - as the router: never raised
                         out.failed += 1
+                        out.last_error = str(err)
+                    else:
+                        out.written += 1      # the router's counters, as the router keeps them
 
 
 def _strict(parsed, what: str):
@@ -255,8 +258,42 @@ def getLogger(name: str) -> "Logger":   # noqa: N802 - the stdlib's spelling, on
     return logger
 
 
+def _logs_at(priority: int, name: str) -> Callable[..., None]:
+    """``Logger.<name>``: log at *priority*. Cost matters most for the calls nobody wants,
+    then for those only the ring keeps, so the method takes them itself: a call below every
+    threshold is one comparison; a call only the ring wants is packed into it from the call
+    site, with no Record; the usual call (no fields, no stack) builds its Record here; the
+    rest goes to ``_log``."""
+    def method(self: "Logger", msg: object, *args: object, **meta: Any) -> None:
+        if self._min > priority:
+            if meta:
+                _fields(meta)      # a bad field name is an error whether or not it is logged
+            return
+        frame = _getframe(1)
+        if not meta:
+            message = msg % args if args else str(msg)    # type: ignore[operator]
+            if self._threshold > priority:                  # only the ring wants it
+                self._keep(_pack_parts(_time(), _pid[0], frame.f_lineno, priority,
+                                       frame.f_code.co_name, message))
+                return
+            if not self._stack:                               # the usual call
+                code = frame.f_code
+                self._router.route_many((Record(priority, self.name, message,
+                                                func=code.co_name, line=frame.f_lineno,
+                                                file=code.co_filename, pid=_pid[0]),))
+                return
+        self._log(priority, msg, args, meta, frame)
+    method.__name__ = name
+    method.__qualname__ = f"Logger.{name}"
+    method.__doc__ = f"Log *msg* (``msg % args`` when args are given) at priority {priority}."
+    return method
+
+
 class Logger:
-    """Logs records from one source; ``name`` is what filters match."""
+    """Logs records from one source; ``name`` is what filters match.
+
+    ``debug``, ``info``, ``warning`` and ``error`` are one implementation (``_logs_at``) with
+    the priority built in; ``log`` takes it as an argument."""
 
     __slots__ = ("name", "_min", "_router", "_stack", "_threshold", "_keep")
 
@@ -264,81 +301,50 @@ class Logger:
         self.name = name
         self._refresh(_get_router())
 
+    debug = _logs_at(1, "debug")
+    info = _logs_at(2, "info")
+    warning = _logs_at(3, "warning")
+    error = _logs_at(4, "error")
+
     def _refresh(self, router: Router) -> None:
         threshold, self._stack = router.decide(self.name)
         ring = router.ring
         extra = _extra_for(router, self.name, threshold)
         if extra:          # a daemon wants more of this source: through _Wished, first
-            self._router = _Wished(router, threshold, extra)
+            self._router: Union[Router, _Wished] = _Wished(router, threshold, extra)
             threshold = min(threshold, min(want for _out, want in extra))
+        else:
+            self._router = router
         self._min = 1 if ring is not None else threshold
         self._threshold = threshold
-        if not extra:
-            self._router = router
-        # a C ring's append is atomic under the GIL and dumps take the ring in one call, so a
-        # call only the ring wants needs neither the router's lock nor a Python frame
-        self._keep = ring.append if ring is not None and ring.atomic_append else router.keep
+        # a ring whose append is atomic (compiled: one call under the GIL) needs neither the
+        # router's lock nor a Python frame for a call only the ring wants
+        self._keep = ring.append if ring is not None and getattr(ring, "atomic_append", False) \
+            else router.keep
 
-    def debug(self, msg: str, *args, **meta) -> None:
-        if self._min <= 1:
-            if self._threshold > 1 and not meta:     # only the ring wants it
-                self._keep(_pack_here(1, msg, args, _pid[0], 1))
-            elif meta or self._stack:
-                self._log(1, msg, args, meta)
-            else:                                      # the usual call
-                self._router.route_many((_here_at(1, self.name, msg, args, _pid[0], 1),))
-        elif meta:
-            _fields(meta)          # a bad field name is an error whether or not it is logged
-
-    def info(self, msg: str, *args, **meta) -> None:
-        if self._min <= 2:
-            if self._threshold > 2 and not meta:     # only the ring wants it
-                self._keep(_pack_here(2, msg, args, _pid[0], 1))
-            elif meta or self._stack:
-                self._log(2, msg, args, meta)
-            else:                                      # the usual call
-                self._router.route_many((_here_at(2, self.name, msg, args, _pid[0], 1),))
-        elif meta:
-            _fields(meta)          # a bad field name is an error whether or not it is logged
-
-    def warning(self, msg: str, *args, **meta) -> None:
-        if self._min <= 3:
-            if self._threshold > 3 and not meta:     # only the ring wants it
-                self._keep(_pack_here(3, msg, args, _pid[0], 1))
-            elif meta or self._stack:
-                self._log(3, msg, args, meta)
-            else:                                      # the usual call
-                self._router.route_many((_here_at(3, self.name, msg, args, _pid[0], 1),))
-        elif meta:
-            _fields(meta)          # a bad field name is an error whether or not it is logged
-
-    def error(self, msg: str, *args, **meta) -> None:
-        if meta or self._stack:
-            self._log(4, msg, args, meta)
-        else:                                          # the usual call
-            self._router.route_many((_here_at(4, self.name, msg, args, _pid[0], 1),))
-
-    def log(self, priority: int, msg: str, *args, **meta) -> None:
+    def log(self, priority: int, msg: object, *args: object, **meta: Any) -> None:
         if not isinstance(priority, int) or not 1 <= priority <= 4:
             raise ValueError(f"invalid priority {priority!r} (expected 1-4)")
         if self._min <= priority:
-            self._log(priority, msg, args, meta)
+            self._log(priority, msg, args, meta, _getframe(1))
         elif meta:
             _fields(meta)
 
-    def _log(self, priority: int, msg: str, args: tuple, meta: Mapping, depth: int = 2) -> None:
-        frame = _getframe(depth)
+    def _log(self, priority: int, msg: object, args: tuple, meta: Mapping[str, Any],
+             frame: FrameType) -> None:
+        """A call with fields, an exception or a stack to take (or from ``log``): the
+        record in full, routed."""
         if meta or self._stack:
             fields, stack = _fields(meta) if meta else None, self._stacks(frame, meta)
-        else:                    # the usual call: nothing but the message
+        else:
             fields = stack = None
         code = frame.f_code
-        self._router.route_many((wire.here(priority, self.name,
-                                             msg % args if args else str(msg), code.co_name,
-                                             frame.f_lineno, code.co_filename, _pid[0],
-                                             fields, stack),))
+        self._router.route_many((Record(priority, self.name, _message(msg, args),
+                                        func=code.co_name, line=frame.f_lineno,
+                                        file=code.co_filename, fields=fields, stack=stack,
+                                        pid=_pid[0]),))
 
-    def _stacks(self, frame, meta: Mapping) -> Optional[str]:
+    def _stacks(self, frame: FrameType, meta: Mapping[str, Any]) -> Optional[str]:
         """The call's stack (a ``+`` filter) and the exception asked for with exc_info."""
         stack = "".join(traceback.format_stack(frame)) if self._stack else None
         exc_info = meta.get("exc_info") if meta else None
@@ -349,6 +355,10 @@ class Logger:
             if exc and exc[0] is not None:
                 stack = (stack or "") + "".join(traceback.format_exception(*exc))
         return stack
+
+
+def _message(msg: object, args: tuple) -> str:
+    return msg % args if args else str(msg)   # type: ignore[operator]
 
 
 _META = {"message_id": "MESSAGE_ID", "domain": "LIBVIRT_DOMAIN", "code": "LIBVIRT_CODE"}

@@ -1,10 +1,8 @@
-"""The frames a ``Client`` has queued and not yet written: one append per record.
+"""The frames a ``Client`` has queued and not yet written: one push per record.
 
-Why a type of its own: ``Client.send_frame`` runs once per record in the program that logs
-(``log.info``, ``VirlogdHandler``, a batching client), and in Python its lock, append and
-size bookkeeping cost more than encoding the record. The C twin (``_cqueue.FrameQueue``,
-chosen by ``native``) does the same in one call that the GIL makes atomic; the ``Client``
-binds ``send_frame`` straight to ``push``.
+``push`` runs once per record in the program that logs (``log.info``, ``VirlogdHandler``, a
+batching client), so it does as little as it can: one lock, one list append or one
+non-blocking send.
 
 The queue only keeps frames and decides when its owner must act; the owner does every
 write, reconnection and count of what was dropped:
@@ -15,7 +13,7 @@ write, reconnection and count of what was dropped:
   bytes, or more than ``hold`` frames while ``connected`` is false (write now, in the
   caller's thread: backpressure instead of unbounded memory).
 
-Both run after the frame is queued, outside any lock of the queue; an exception from them
+Both run after the frame is queued, outside the queue's lock; an exception from them
 propagates to the caller of ``push``, and the frame stays queued.
 
 Direct sends. While its owner sets ``sock`` (a connected stream socket; None: none), a push
@@ -32,23 +30,30 @@ worker that never runs its exit hooks) before the logging call returns:
   ``on_full()`` is called, so the caller's thread reconnects and sends again at once.
 
 A frame is never sent directly while anything is queued (order), nor while ``sock`` is None:
-the owner clears it before it writes from another thread, and sets it again after.
+the owner clears it before it writes from another thread, and sets it again after. The send
+happens under the lock: two threads writing parts of their frames into one stream at once
+would interleave them.
+
+Frames leave the queue under the lock but are let go of after it is released: freeing one
+can run arbitrary code (a ``bytes`` subclass's ``__del__``) that may use the queue again.
 """
 from __future__ import annotations
 
 import operator
 import socket
 import threading
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
-from ..core import native
+# MSG_NOSIGNAL: a daemon that went away is an EPIPE to handle, never a SIGPIPE that kills a
+# program which (embedding Python) did not ignore it
+_SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class FrameQueue:
     """Frames (``bytes``) in the order pushed; see the module docstring."""
 
     __slots__ = ("_lock", "_frames", "_size", "connected", "_flush_bytes", "_hold",
-                 "_on_first", "_on_full", "_on_sent", "sent_limit", "_sock", "_sent",
+                 "_on_first", "_on_full", "_on_sent", "sent_limit", "sock", "_sent",
                  "_head_sent")
 
     def __init__(self, flush_bytes: int, hold: int, on_first: Callable[[], object],
@@ -64,20 +69,10 @@ class FrameQueue:
         self._on_full = on_full
         self._on_sent = on_sent
         self.sent_limit = 256
-        self._sock: Optional[socket.socket] = None
+        # the socket pushes send to directly while the queue is empty (None: none)
+        self.sock: Optional[socket.socket] = None
         self._sent: List[bytes] = []
         self._head_sent = 0
-
-    @property
-    def sock(self) -> Optional[socket.socket]:
-        """The socket pushes send to directly while the queue is empty (None: none)."""
-        return self._sock
-
-    @sock.setter
-    def sock(self, value: Optional[socket.socket]) -> None:
-        if value is not None:
-            value.fileno()            # the C twin needs a descriptor: the same error here
-        self._sock = value
 
     @property
     def head_sent(self) -> int:
@@ -93,36 +88,36 @@ class FrameQueue:
         return self._size
 
     def push(self, frame: bytes) -> None:
-        """Queue *frame*; then call ``on_first`` and/or ``on_full`` as they are due."""
-        _check(frame)
+        """Queue *frame* (or send it at once); then call the hooks that are due."""
+        if type(frame) is not bytes:
+            _check(frame)
         broken = False
+        due: Optional[Callable[[], object]] = None
         with self._lock:
             frames = self._frames
-            sock = self._sock
+            sock = self.sock
             if sock is not None and not frames:
                 try:
                     written = sock.send(frame, _SEND_FLAGS)
                 except (BlockingIOError, InterruptedError):
                     written = 0
                 except OSError:
-                    written, broken, self._sock = 0, True, None
-                if written == len(frame):
+                    written, broken, self.sock = 0, True, None
+                if written == len(frame):       # the usual push: in the kernel already
                     sent = self._sent
                     sent.append(frame)
-                    if len(sent) < self.sent_limit or self._on_sent is None:
+                    due = self._on_sent
+                    if len(sent) < self.sent_limit or due is None:
                         return
-                    call_sent = True
+                    frames = None               # on_sent is due, once the lock is let go
                 else:
-                    call_sent = False
                     self._head_sent = written
-            else:
-                call_sent = False
-            if not call_sent:
+            if frames is not None:
                 frames.append(frame)
                 size = self._size = self._size + len(frame)
                 count = len(frames)
-        if call_sent:
-            self._on_sent()
+        if due is not None:
+            due()
             return
         if count == 1:
             self._on_first()
@@ -153,15 +148,15 @@ class FrameQueue:
             self._head_sent = 0
         return frames
 
-    def put_back(self, frames: List[bytes]) -> None:
+    def put_back(self, frames: Iterable[bytes]) -> None:
         """Queue *frames* before everything queued (frames taken but never written)."""
-        frames = list(frames)
-        for frame in frames:
+        ahead = list(frames)
+        for frame in ahead:
             _check(frame)
-        added = sum(map(len, frames))
+        added = sum(map(len, ahead))
         with self._lock:
-            frames.extend(self._frames)
-            self._frames = frames
+            ahead.extend(self._frames)
+            self._frames = ahead
             self._size += added
 
     def drop_oldest(self, count: int) -> int:
@@ -170,25 +165,15 @@ class FrameQueue:
         with self._lock:
             frames = self._frames
             count = max(0, min(count, len(frames)))
-            self._size -= sum(map(len, frames[:count]))
+            dropped = frames[:count]
             del frames[:count]
+            self._size -= sum(map(len, dropped))
             if count:
                 self._head_sent = 0
+        del dropped                 # freed outside the lock (see the module docstring)
         return count
 
 
-# MSG_NOSIGNAL: a daemon that went away is an EPIPE to handle, never a SIGPIPE that kills a
-# program which (embedding Python) did not ignore it
-_SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
-
-
-def _check(frame) -> None:
+def _check(frame: object) -> None:
     if not isinstance(frame, bytes):
         raise TypeError(f"frame must be bytes, not {type(frame).__name__}")
-
-
-# The tests reach the reference by this name whichever one runs.
-_PureFrameQueue = FrameQueue
-_NATIVE = native.load("queue")
-if _NATIVE is not None:
-    FrameQueue = _NATIVE.FrameQueue    # type: ignore[misc]  # noqa: F811 - the same, in C
