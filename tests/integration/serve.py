@@ -46,13 +46,12 @@ class Capture(Output):
     def __init__(self) -> None:
         super().__init__(OutputSpec(1, "capture"), OutputContext())
         self.records: List = []
-        self.gate = threading.Event()     # cleared: emit blocks (a stalled output)
+        self.gate = threading.Event()     # cleared: handle blocks (a stalled output)
         self.gate.set()
 
-    def header_records(self, when: float):
-        return []
+    headers = False
 
-    def emit(self, record, line: str) -> None:
+    def handle(self, record, line: str) -> None:
         self.gate.wait()
         self.records.append(record)
 

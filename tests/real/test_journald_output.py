@@ -226,7 +226,7 @@ def test_a_relayed_record_carries_the_clients_identity_and_keeps_renamed_fields(
         wait_until(lambda: open(f"/proc/{client.pid}/comm").read().strip() == "sleep", 5,
                    "the client to exec sleep")
         out = JournaldOutput(OutputSpec(1, "journald"), OutputContext())
-        out.emit(Record(3, "qemu.monitor", "from the client", pid=client.pid, uid=0, gid=0,
+        out.handle(Record(3, "qemu.monitor", "from the client", pid=client.pid, uid=0, gid=0,
                         ident="qemu-kvm", fields={"TEST_RUN": run_id, "lower": "kept",
                                                   "MESSAGE": "forged"}), "")
         out.close()

@@ -12,7 +12,7 @@ from virlogd.core.filters import FilterSet
 from virlogd.outputs import OutputContext, build
 from virlogd.outputs.remote import RemoteOutput, format_message
 from virlogd.core.record import Record
-from virlogd.core.router import Router, RouterState
+from virlogd.core.router import Router, RouterState, start
 from virlogd.core.specs import parse_outputs
 
 
@@ -23,7 +23,10 @@ def remote(url: str, **ctx) -> RemoteOutput:
 
 
 def send(out, *records: Record) -> None:
+    """Give *records* to *out* as the router does: its two headers before the first."""
     for record in records:
+        if not out.started:
+            start(out, record.time)
         out.handle(record, "")
     try:
         out.flush()

@@ -224,8 +224,8 @@ def output_to(sock, **kw) -> JournaldOutput:
 
 
 def test_a_record_is_one_datagram_holding_exactly_its_encoded_fields(receiver):
-    """emit() sends the entry's fields, nothing else, in one datagram."""
-    output_to(receiver).emit(seed_record(), "")
+    """handle() sends the entry's fields, nothing else, in one datagram."""
+    output_to(receiver).handle(seed_record(), "")
     assert receive(receiver) == ("dgram", b"".join(encode_entry(journal_fields(seed_record(),
                                                                                PID))), None)
 
@@ -233,7 +233,7 @@ def test_a_record_is_one_datagram_holding_exactly_its_encoded_fields(receiver):
 def test_an_entry_too_big_for_a_datagram_goes_in_a_sealed_memfd(receiver):
     """1 MiB: a file descriptor, sealed against every change, holding the whole entry."""
     record = seed_record(message="x" * (1 << 20))
-    output_to(receiver).emit(record, "")
+    output_to(receiver).handle(record, "")
     how, payload, seals = receive(receiver)
     assert how == "fd"
     assert payload == b"".join(encode_entry(journal_fields(record, PID)))
@@ -246,7 +246,7 @@ def test_a_missing_journal_socket_raises_a_delivery_error_saying_so(tmp_path):
     path = str(tmp_path / "socket")
     out = JournaldOutput(OutputSpec(1, "journald"), OutputContext(pid=PID), path=path)
     with pytest.raises(DeliveryError) as err:
-        out.emit(seed_record(), "")
+        out.handle(seed_record(), "")
     assert str(err.value) == f"cannot reach journald at {path}: No such file or directory"
 
 
@@ -256,13 +256,13 @@ def test_a_stale_journal_socket_raises_connection_refused_then_recovers(receiver
     out = output_to(receiver)
     receiver.close()
     with pytest.raises(DeliveryError) as err:
-        out.emit(seed_record(), "")
+        out.handle(seed_record(), "")
     assert str(err.value) == f"cannot reach journald at {path}: Connection refused"
     os.unlink(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as again:
         again.bind(path)
         again.settimeout(5)
-        out.emit(seed_record(message="back"), "")
+        out.handle(seed_record(message="back"), "")
         assert b"MESSAGE=back\n" in receive(again)[1]
 
 
@@ -273,18 +273,18 @@ def test_a_journald_that_does_not_read_costs_one_bounded_wait_then_drops_are_cou
     start = time.monotonic()
     with pytest.raises(DeliveryError) as err:
         for sent in range(1, 1000):       # net.unix.max_dgram_qlen (10 here) fills the queue
-            out.emit(seed_record(), "")
+            out.handle(seed_record(), "")
     assert str(err.value) == (f"journald at {receiver.getsockname()} is not keeping up: "
                               f"record dropped (1 dropped so far)")
     assert 0.15 < time.monotonic() - start < 5
     again = time.monotonic()
     with pytest.raises(DeliveryError) as err:
-        out.emit(seed_record(), "")
+        out.handle(seed_record(), "")
     assert time.monotonic() - again < 0.1
     assert str(err.value).endswith("record dropped (2 dropped so far)")
     assert out.dropped == 2
     receive(receiver)                      # journald reads again: the next send succeeds
-    out.emit(seed_record(message="flowing"), "")
+    out.handle(seed_record(message="flowing"), "")
 
 
 # -- the same bytes as libsystemd ------------------------------------------------------------

@@ -19,7 +19,7 @@ def make_output(path, max_size, max_backups=3) -> FileOutput:
 
 def write(out: FileOutput, *chunks: str) -> None:
     for chunk in chunks:
-        out.emit(None, chunk)
+        out.handle(None, chunk)
     out.flush()
 
 
@@ -142,7 +142,7 @@ def test_a_failed_rotation_keeps_every_record_and_says_why(tmp_path):
     (tmp_path / "a.log.0" / "keep").write_text("")
     try:
         write(out, "x" * 59 + "\n")
-        out.emit(None, "y" * 59 + "\n")
+        out.handle(None, "y" * 59 + "\n")
         try:
             out.flush()
         except OSError as err:

@@ -1,23 +1,17 @@
 """Router.tap (what ``virlogd-admin follow`` hangs on): every routed batch, before the
-filters, in both twins of route_many; and nothing at all while it is None."""
-import types
-
+filters; and nothing at all while it is None."""
 import pytest
 
-from virlogd.core import router as router_module
 from virlogd.core.filters import FilterSet
 from virlogd.core.record import Record
 from virlogd.core.router import Router, RouterState
 from virlogd.core.specs import FilterSpec
 
-in_use = pytest.mark.skipif(router_module._croute is None, reason="the C twin of the router "
-                            "loop is not in use (not built, or VIRLOGD_PURE_PYTHON=1)")
-BOTH = [pytest.param(True, marks=in_use, id="c"), pytest.param(False, id="pure")]
-
 
 class Out:
     """A text output that notes what it was handed."""
-    text, batched, failing, recovering = True, False, False, False
+    text, batched, headers, started, failing, recovering = True, False, False, False, False, \
+        False
     failed = written = dropped = 0
     last_error = None
 
@@ -32,18 +26,14 @@ class Out:
         pass
 
 
-def _router(use_c, out):
-    router = Router(RouterState(FilterSet([FilterSpec(1, "qemu")], 3), [out]))
-    if not use_c:
-        router.route_many = types.MethodType(router_module._route_many_py, router)
-    return router
+def _router(out):
+    return Router(RouterState(FilterSet([FilterSpec(1, "qemu")], 3), [out]))
 
 
-@pytest.mark.parametrize("use_c", BOTH)
-def test_the_tap_sees_every_batch_whole_before_the_outputs(use_c):
+def test_the_tap_sees_every_batch_whole_before_the_outputs():
     """Debug of a source no filter lets through reaches the tap too, and it comes first."""
     out = Out(1)
-    router = _router(use_c, out)
+    router = _router(out)
     seen = []
     router.tap = lambda records: seen.append(([r.message for r in records], list(out.seen)))
     batch = [Record(1, "other", "hidden debug", time=1.0, pid=1),
@@ -56,12 +46,11 @@ def test_the_tap_sees_every_batch_whole_before_the_outputs(use_c):
     assert router.received == 3
 
 
-@pytest.mark.parametrize("use_c", BOTH)
-def test_no_tap_no_call_and_an_error_of_the_tap_comes_out_unrouted(use_c):
+def test_no_tap_no_call_and_an_error_of_the_tap_comes_out_unrouted():
     """None: routing as before. A tap must never raise (follow.py's does not); if one does,
-    both twins let it out before routing, the same way."""
+    it comes out of route_many before anything is routed."""
     out = Out(1)
-    router = _router(use_c, out)
+    router = _router(out)
     router.route(Record(3, "x", "plain", time=1.0, pid=1))
     assert out.seen == ["plain"]
 

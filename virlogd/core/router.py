@@ -19,24 +19,47 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from . import native
 from .filters import FilterSet
-from ..outputs.base import Output
+from ..outputs.base import Output, OutputContext
 from .record import Record
 from .ring import RingBuffer
 from .textformat import CONTINUATION, dump_text, entry_text, format_line, pack_record
 
-# The loop of route_many has a C twin (_croute.c) that makes the same calls in the same order;
-# route_many runs it when it was built. The tests run both.
-_croute = native.load("route")
 UNROUTABLE = "unroutable record"      # the dropped reason of a record no step could take
 REPORT_SOURCE = "virlogd.router"
 
 
+class FallbackSink(Protocol):
+    """Where the records no output took go (the daemon's ``fallback.Fallback``)."""
+
+    @property
+    def pending(self) -> bool: ...
+    def note(self, record: Record, failed_output: Output) -> None: ...
+    def settle(self, outputs: Sequence[Output]) -> int: ...
+    def tell(self, report: Record) -> None: ...
+
+
+def header_records(ctx: OutputContext, when: float) -> List[Record]:
+    """libvirt's header records for an output of *ctx*, stamped *when* (the time of the first
+    record the output is given): which version wrote the lines that follow, on which host."""
+    return [Record(2, "util.log", f"virlogd version: {ctx.version}", time=when, pid=ctx.pid),
+            Record(2, "util.log", f"hostname: {ctx.hostname}", time=when, pid=ctx.pid)]
+
+
+def start(out: Output, when: float) -> None:
+    """Mark *out* started and give it its header records (if it wants them), before the first
+    record it is given, whatever its level, as libvirt does. Marked first: headers that fail
+    are not tried again before every later record."""
+    out.started = True
+    if out.headers:
+        for header in header_records(out.ctx, when):
+            out.handle(header, format_line(header))
+
+
 class RouterState:
-    __slots__ = ("filters", "outputs", "text_level", "flushed", "plan")
+    __slots__ = ("filters", "outputs", "text_level", "flushed")
 
     def __init__(self, filters: FilterSet, outputs: Sequence[Output]) -> None:
         self.filters = filters
@@ -44,9 +67,6 @@ class RouterState:
         self.flushed = tuple(out for out in self.outputs if not out.batched)
         # the lowest priority any text output writes: below it, no line needs formatting
         self.text_level = min((out.priority for out in self.outputs if out.text), default=5)
-        # what the C loop reads, gathered once
-        self.plan = (filters.cached, filters.decide, self.text_level, self.outputs,
-                     self.flushed, pack_record, format_line) if _croute is not None else None
 
     @property
     def default_level(self) -> int:
@@ -62,7 +82,7 @@ class Router:
         self.flush_each = flush_each
         self.report_interval = report_interval
         self.dump_fallback = dump_fallback
-        self.fallback = None       # the daemon's fallback.Fallback: records no output took
+        self.fallback: Optional[FallbackSink] = None   # the daemon's: records no output took
         # every routed batch, before the filters, while someone follows (``virlogd-admin
         # follow``): a callable that never raises and never blocks, else None
         self.tap: Optional[Callable[[Sequence[Record]], None]] = None
@@ -82,63 +102,66 @@ class Router:
         self.route_many((record,))
 
     def route_many(self, records: Sequence[Record]) -> None:
-        """Route *records* in order; one lock and one look at the state for the batch (the
-        daemon hands over everything one read decoded)."""
+        """Route *records* in order, under one lock and one look at the state (the daemon
+        hands over everything one read decoded; the library, one record). Each record goes
+        to the ring, then, if the filters let it through, to every output whose level it
+        meets. A record that fails a step before the outputs is counted and reported
+        (``unroutable``) and the next one is routed; an output that fails is counted and
+        reported on the others (``_failed``) and the next output gets the record."""
         with self._lock:
             self.received += len(records)
             tap = self.tap                  # admin followers (follow.py); None: no cost
             if tap is not None:
                 tap(records)
             state = self.state
-            if state.plan is not None:
-                ring = self.ring
-                _croute.route(self, state.plan, records, None if ring is None else ring.append,
-                              self.flush_each)
-            else:
-                self._route_each(state, records)
-
-    def _route_each(self, state: RouterState, records: Sequence[Record]) -> None:
-        """The loop of route_many, in Python (the lock is held)."""
-        decide = state.filters.decide
-        cached = state.filters.cached.get
-        text_level = state.text_level
-        outputs = state.outputs
-        flushed = state.flushed if self.flush_each else ()
-        ring = self.ring
-        for record in records:
-            try:
-                threshold, stack = cached(record.source) or decide(record.source)
-                priority = record.priority
-                if priority < threshold:
-                    if ring is not None:
-                        ring.append(pack_record(record))     # formatted only if dumped
-                    continue
-                line = ""
-                if priority >= text_level:
-                    line = format_line(record)
-                    if ring is not None:
-                        ring.append(line.encode("utf-8", "surrogateescape"))
-                elif ring is not None:
-                    ring.append(pack_record(record))
-                full = format_line(record, True) if stack and record.stack else line
-                for out in outputs:
-                    if priority >= out.priority:
+            filters = state.filters
+            cached = filters.cached.get     # the decision per source, once it was made
+            decide = filters.decide
+            text_level = state.text_level
+            outputs = state.outputs
+            flushed = state.flushed if self.flush_each else ()
+            ring = self.ring
+            append = None if ring is None else ring.append
+            for record in records:
+                try:
+                    source = record.source
+                    threshold, stack = cached(source) or decide(source)
+                    priority = record.priority
+                    if priority < threshold:            # the ring only: formatted if dumped
+                        if append is not None:
+                            append(pack_record(record))
+                        continue
+                    if priority >= text_level:          # formatted once, for all who want it
+                        line = format_line(record)
+                        if append is not None:
+                            append(line.encode("utf-8", "surrogateescape"))
+                    else:
+                        line = ""
+                        if append is not None:
+                            append(pack_record(record))
+                    full = format_line(record, True) if stack and record.stack else line
+                    for out in outputs:
+                        if priority < out.priority:
+                            continue
                         try:
+                            if not out.started:
+                                start(out, record.time)
                             out.handle(record, full if out.text else line)
                         except Exception as err:  # noqa: BLE001 - isolate every output
-                            self._failed(out, err)
-                        else:
-                            if out.failing:
-                                if out.batched:       # no flush to wait for: it is through
-                                    self._recovered(out)
-                                else:
-                                    out.recovering = True
-                if flushed:
-                    self._flush(flushed)
-            except Exception as err:  # noqa: BLE001 - isolate every record
-                self._unroutable(record, err)
+                            self._failed(out, err, record)
+                            continue
+                        out.written += 1
+                        if out.failing:
+                            if out.batched:       # no flush to wait for: it is through
+                                self._recovered(out)
+                            else:
+                                out.recovering = True
+                    if flushed:
+                        self._flush(flushed)
+                except Exception as err:  # noqa: BLE001 - isolate every record
+                    self._unroutable(record, err)
 
-    def _unroutable(self, record, err: Exception) -> None:
+    def _unroutable(self, record: Record, err: Exception) -> None:
         """*record* failed a step no output owns (filters, packing, formatting, the ring):
         count it, and say so on every output at most once per ``report_interval``."""
         try:
@@ -200,12 +223,13 @@ class Router:
                 if out.failing and out.recovering:
                     self._recovered(out)
 
-    def _failed(self, failing: Output, err: Exception) -> None:
-        record = getattr(failing, "failed_record", None)     # set by Output.handle
-        if record is not None:
-            failing.failed_record = None
-            if self.fallback is not None:
-                self.fallback.note(record, failing)
+    def _failed(self, failing: Output, err: Exception,
+                record: Optional[Record] = None) -> None:
+        """*failing* raised (on *record*, or in a flush, a dump): count it, hand the record to
+        the fallback, and report it on the other outputs at most once per
+        ``report_interval``."""
+        if record is not None and self.fallback is not None:
+            self.fallback.note(record, failing)
         failing.failed += 1
         failing.failing, failing.recovering = True, False
         failing.last_error = f"{type(err).__name__}: {err}" if not isinstance(err, OSError) \
@@ -233,11 +257,13 @@ class Router:
             if out is about:
                 continue
             try:
+                if not out.started:
+                    start(out, report.time)
                 out.handle(report, line)
+                out.written += 1
                 out.flush()
             except Exception:  # noqa: BLE001 - counted, never reported recursively
                 out.failed += 1
-                out.failed_record = None
 
     def _tell_others(self, about: Output, message: str) -> None:
         report = Record(4 if about.failing else 3, "virlogd.output", message)
@@ -256,7 +282,7 @@ class Router:
                 self.on_apply(state)
             return old
 
-    def decide(self, source: str):
+    def decide(self, source: str) -> Tuple[int, bool]:
         return self.state.filters.decide(source)
 
     # -- dumps -----------------------------------------------------------------------
@@ -293,7 +319,7 @@ class Router:
                     out.failed += 1
 
     # -- introspection ---------------------------------------------------------------
-    def stats(self) -> dict:
+    def stats(self) -> Dict[str, Any]:
         with self._lock:
             ring = self.ring
             return {
@@ -318,9 +344,3 @@ def _entry_line(entry: bytes) -> str:
         return f"{CONTINUATION}unreadable ring entry of {len(entry)} bytes " \
                f"({type(err).__name__}: {err})\n"
 
-
-# route_many whole in C (the same steps, a method descriptor of this class): for the library's
-# log.info, one Python frame less per call. The tests run both.
-_route_many_py = Router.route_many
-if _croute is not None:
-    Router.route_many = _croute.route_many_for(Router)      # type: ignore[method-assign]

@@ -1,27 +1,29 @@
 """The daemon's last resort: where a record goes when no output took it.
 
-DESIGN §7, "the default output always exists": the daemon never runs with no working output.
-When every output a record was meant for failed on it (no ``/dev/log``, journald gone, a
-collector's socket that refuses datagrams), the record goes to the fallback output instead:
-the default output of §3.4 (the default file when detached), else stderr in the foreground.
+The daemon never runs with no working output: when every output a record was meant for
+failed on it (no ``/dev/log``, journald gone, a collector's socket that refuses datagrams),
+the record goes to the fallback output instead: the default output (the default file when
+detached), else stderr in the foreground.
 The fallback is opened on first need and kept; the first record it takes is preceded by a
 warning saying why it is being used. A record that even the fallback cannot take is counted
 as dropped ("no output took it"), so ``stats`` never shows ``Records dropped: 0`` for records
 that went nowhere.
 
-The router tells us which output failed on which record (``note``, from ``Router._failed``:
-``Output.handle`` leaves the record in ``failed_record``); the decision waits for the end of
-the batch (``settle``, from ``Router.flush``), when every output has had its try: a record
-goes to the fallback only if every output whose level it met failed on it.
+The router tells us which output failed on which record (``note``, from ``Router._failed``);
+the decision waits for the end of the batch (``settle``, from ``Router.flush``), when every
+output has had its try: a record goes to the fallback only if every output whose level it
+met failed on it. Like the router, the fallback gives its output its header records first
+and keeps its counters: ``taken`` is its Written column in ``stats``.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..outputs.base import Output
 from ..core.record import Record
+from ..core.router import start
 from ..core.specs import OutputSpec
 from ..core.textformat import format_line
+from ..outputs.base import Output, OutputContext
 
 DROP_REASON = "no output took it"
 
@@ -29,23 +31,23 @@ DROP_REASON = "no output took it"
 class Fallback:
     """*make* builds the fallback output (or returns None when there is none to be had)."""
 
-    def __init__(self, make: Callable[[], Optional[object]]) -> None:
+    def __init__(self, make: Callable[[], Optional[Output]]) -> None:
         self._make = make
-        self.output = None
+        self.output: Optional[Output] = None
         self.taken = 0              # records written to the fallback
         self.lost = 0               # records no output, the fallback included, took
-        self._noted: List[Tuple[Record, object]] = []
+        self._noted: List[Tuple[Record, Output]] = []
         self._made = False
 
     @property
     def pending(self) -> bool:
         return bool(self._noted)
 
-    def note(self, record: Record, failed_output) -> None:
+    def note(self, record: Record, failed_output: Output) -> None:
         """*failed_output* failed on *record* (called once per output, in routing order)."""
         self._noted.append((record, failed_output))
 
-    def settle(self, outputs: Sequence) -> int:
+    def settle(self, outputs: Sequence[Output]) -> int:
         """Send the records no output took to the fallback; return how many were lost."""
         noted, self._noted = self._noted, []
         lost = 0
@@ -70,7 +72,7 @@ class Fallback:
         self.lost += lost
         return lost
 
-    def _take(self, record: Record, failed: List) -> bool:
+    def _take(self, record: Record, failed: List[Output]) -> bool:
         if not self._made:
             self._made = True
             self.output = self._make()
@@ -100,16 +102,20 @@ class Fallback:
                 self.output.last_error = str(err)
 
     def _write(self, record: Record) -> bool:
+        out = self.output
+        assert out is not None
         try:
-            self.output.handle(record, format_line(record, True) if record.stack
-                               else format_line(record))
+            if not out.started:
+                start(out, record.time)
+            out.handle(record, format_line(record, True) if record.stack
+                       else format_line(record))
         except Exception as err:  # noqa: BLE001
-            self.output.failed += 1
-            self.output.last_error = str(err)
+            out.failed += 1
+            out.last_error = str(err)
             return False
         return True
 
-    def stats_row(self) -> Optional[dict]:
+    def stats_row(self) -> Optional[Dict[str, Any]]:
         out = self.output
         if out is None:
             return None
@@ -129,14 +135,13 @@ class NoOutput(Output):
     record fails here, so the router counts it (``no output took it``) instead of letting it
     vanish, and ``stats`` shows why."""
 
-    def __init__(self, ctx) -> None:
+    headers = False
+
+    def __init__(self, ctx: OutputContext) -> None:
         super().__init__(OutputSpec(1, "stderr"), ctx)
 
     def describe(self) -> str:
         return "(no output)"
 
-    def header_records(self, when: float):
-        return []
-
-    def emit(self, record, line: str) -> None:
+    def handle(self, record: Record, line: str) -> None:
         raise OSError("no output could be opened, nor the default output")

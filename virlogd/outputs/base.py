@@ -1,19 +1,40 @@
-"""What every output is: a destination with its own minimum level.
+"""What every output is: a destination with its own minimum level, and one method.
 
-The router calls ``handle()``; an output writes its two header records (``virlogd version:``
-and ``hostname:``) before the first record it accepts, whatever its own level, as libvirt
-does. ``emit()`` may raise: the router counts and reports failures, an output never needs to
-protect the others. Text outputs (stderr, file) also receive dumps and stack traces.
+The contract, as ``logging.Handler`` subclasses implement ``emit``:
+
+* **An output implements ``handle(record, line)``**, and nothing else on the record path. It
+  delivers *record* (or buffers it until ``flush()``) and returns, or raises: an exception
+  means the record was not taken. *line* is the record's text line
+  (``textformat.format_line``, ending in a newline, with the stack trace when the filters ask
+  for one); it is ``""`` when no output of the router writes text at this record's level, so
+  only outputs with ``text = True`` may rely on it. ``handle`` never changes itself or the
+  counters below, and never protects the other outputs: the router isolates each one.
+* **The router does everything around it.** It calls ``handle`` only for records at or above
+  ``priority``. Before the first record it gives an output with ``headers = True``, it gives
+  it libvirt's two header records (``virlogd version:``, ``hostname:``, stamped with that
+  record's time), whatever the output's level. It counts ``written`` (records ``handle``
+  took, headers excluded) and ``failed``, keeps ``last_error``, ``failing`` and
+  ``recovering``, reports failures on the other outputs, offers a record no output took to
+  the daemon's fallback, and calls ``flush()`` after each batch. The daemon's fallback
+  (``daemon/fallback.py``) does the same for the one output it owns.
+* **``dropped``** is the one counter only the output can know: records ``handle`` took and
+  the output lost afterwards (a full queue, a pipe nobody reads, a receiver that kept no
+  room). An output that can lose records keeps it up to date (a plain attribute, or a
+  read-only property over whatever counts them); the router only reads it.
+* ``flush()`` pushes what ``handle`` buffered and may raise like ``handle``; ``poll()`` is
+  periodic housekeeping; ``close()`` flushes and releases. Text outputs (``text = True``:
+  stderr, file) also receive dumps through ``write_text()``. ``batched = True``: the output
+  delivers in batches of its own, so a router that flushes after every record (the
+  library's) need not flush it.
 """
 from __future__ import annotations
 
 import os
 import socket
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 from .. import __version__
-from ..core import native
 from ..core.record import Record
 from ..core.specs import OutputSpec
 
@@ -36,44 +57,25 @@ class OutputContext:
 
 
 class Output:
-    text = False       # receives dumps and stacks
-    batched = False    # delivers in batches of its own (the virlogd client): a router that
-                       # flushes after every record (the library's) need not flush this one
+    text = False       # receives dumps, stack traces and the text line
+    batched = False    # delivers in batches of its own (see the module docstring)
+    headers = True     # starts with libvirt's header records
+    dropped = 0        # records taken and lost afterwards: the output's own count
 
     def __init__(self, spec: OutputSpec, ctx: OutputContext) -> None:
         self.spec = spec
         self.priority = spec.priority
         self.ctx = ctx
+        # kept by the router (and the daemon's fallback), never by the output itself
         self.written = 0
         self.failed = 0
-        self.dropped = 0
         self.last_error: Optional[str] = None
-        self.started = False
-        self.failing = False        # the last attempt failed (set by the router)
+        self.started = False        # the header records are out (or none are wanted)
+        self.failing = False        # the last attempt failed
         self.recovering = False     # a record was handled since: the next good flush ends it
-        self.failed_record: Optional[Record] = None   # the record handle() just failed on:
-                                    # the router hands it to the daemon's fallback output
 
-    def header_records(self, when: float):
-        return [Record(2, "util.log", f"virlogd version: {self.ctx.version}", time=when,
-                       pid=self.ctx.pid),
-                Record(2, "util.log", f"hostname: {self.ctx.hostname}", time=when,
-                       pid=self.ctx.pid)]
-
-    def handle(self, record: Record, line: str) -> None:
-        try:
-            if not self.started:
-                self.started = True
-                from ..core.textformat import format_line
-                for header in self.header_records(record.time):
-                    self.emit(header, format_line(header))
-            self.emit(record, line)
-        except Exception:
-            self.failed_record = record     # not taken: Router._failed decides where it goes
-            raise
-        self.written += 1
-
-    def emit(self, record: Record, line: str) -> None:   # pragma: no cover - abstract
+    def handle(self, record: Record, line: str) -> None:   # pragma: no cover - abstract
+        """Deliver *record* (its text *line*), or raise: see the module docstring."""
         raise NotImplementedError
 
     def write_text(self, text: str) -> None:
@@ -92,54 +94,15 @@ class Output:
         return str(self.spec)
 
 
-class LineAppender:
-    """``appender(record, line)`` is ``lines.append(line)``, counted in ``count``: the whole
-    of ``handle()`` for a text output that gathers lines until ``flush()``, once its headers
-    are out. The C twin (``_croute.LineAppender``) makes it one C call per record, the
-    daemon's hot path."""
-
-    __slots__ = ("lines", "count")
-
-    def __init__(self, lines: list) -> None:
-        self.lines = lines
-        self.count = 0
-
-    def __call__(self, record: Record, line: str, /) -> None:
-        self.lines.append(line)
-        self.count += 1
-
-
-_LineAppenderPy = LineAppender
-_croute = native.load("route")
-if _croute is not None:
-    LineAppender = _croute.LineAppender      # type: ignore[misc]  # noqa: F811 - in C
-
-
 class LineBufferOutput(Output):
     """A text output whose records are lines gathered in ``_pending`` until ``flush()``
-    (stderr, file). After its first record (and the headers before it), ``handle`` is a
-    ``LineAppender`` over ``_pending``, an instance attribute the router calls directly;
-    ``written`` adds up what both counted."""
+    (stderr, file)."""
 
     text = True
 
     def __init__(self, spec: OutputSpec, ctx: OutputContext) -> None:
-        self._pending: list = []          # the same list for good: the appender holds it
-        self._appender = LineAppender(self._pending)
-        self._handled = 0
         super().__init__(spec, ctx)
-
-    @property
-    def written(self) -> int:
-        return self._handled + self._appender.count
-
-    @written.setter
-    def written(self, value: int) -> None:
-        self._handled = value - self._appender.count
+        self._pending: List[str] = []
 
     def handle(self, record: Record, line: str) -> None:
-        super().handle(record, line)            # the headers, then this record
-        self.handle = self._appender            # every later record: one append
-
-    def emit(self, record: Record, line: str) -> None:
         self._pending.append(line)

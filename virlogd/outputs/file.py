@@ -93,7 +93,7 @@ class FileOutput(LineBufferOutput):
             fd, self._fd = self._fd, -1
             os.close(fd)
 
-    # -- records (handle/emit: LineBufferOutput) --------------------------------------
+    # -- records (handle: LineBufferOutput) -------------------------------------------
     def write_text(self, text: str) -> None:
         self._pending.append(text)
         self.flush()

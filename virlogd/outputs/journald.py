@@ -194,15 +194,17 @@ class JournaldOutput(Output):
         self.path = path or JOURNAL_SOCKET
         self._sender = DatagramSender(self.path, "journald", wait=wait)
 
-    def emit(self, record, line: str) -> None:
+    @property
+    def dropped(self) -> int:     # type: ignore[override]
+        return self._sender.dropped
+
+    def handle(self, record, line: str) -> None:
         payload = record_payload(record, self.ctx.pid)
         try:
             self._sender.send((payload,))
-        except DeliveryError:
-            self.dropped = self._sender.dropped
-            raise
         except OSError as err:         # EMSGSIZE/ENOBUFS: too big for one datagram
-            if err.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
+            if isinstance(err, DeliveryError) or err.errno not in (errno.EMSGSIZE,
+                                                                   errno.ENOBUFS):
                 raise
             self._send_as_file(payload)
 

@@ -29,7 +29,7 @@ Each record becomes one RFC 5424 message in RFC 6587 octet-counting framing
   is not valid UTF-8 gets the escapes above and then the same rule, so a collector never
   receives a BOM followed by bytes that are not UTF-8. Newlines are left for the collector.
 
-Delivery: ``emit()`` only formats and queues; a sender thread owns the connection, so a slow
+Delivery: ``handle()`` only formats and queues; a sender thread owns the connection, so a slow
 or absent collector never blocks the daemon. The queue holds ``ctx.remote_queue_size``
 records; while the collector is unreachable records wait there and go out in order once it is
 back (reconnecting with a backoff from 0.1 to 5 s). When the queue is full the oldest held
@@ -229,7 +229,7 @@ class RemoteOutput(Output):
         return context
 
     # -- the caller's side (never blocks on the network) -----------------------------
-    def emit(self, record: Record, line: str) -> None:
+    def handle(self, record: Record, line: str) -> None:
         data = frame(format_message(record, self.ctx.hostname, self.ctx.ident))
         with self._cond:
             if self._closing:

@@ -15,7 +15,7 @@ timestamp, so syslog's own is the only one.
 
 The socket is connected to ``/dev/log`` and connected again when the receiver it found goes
 away (``dgram``), so when the syslog daemon restarts and its socket disappears and comes
-back, the next record after its return gets through; while it is gone ``emit`` raises and
+back, the next record after its return gets through; while it is gone ``handle`` raises and
 the router counts and reports it. A payload beyond ``MAX_DATAGRAM`` bytes is cut there (syslog daemons truncate far
 earlier: rsyslog at 8 kB by default), never refused.
 """
@@ -81,11 +81,12 @@ class SyslogOutput(Output):
         self.path = path or DEV_LOG
         self._sender = DatagramSender(self.path, "syslog", wait=wait)
 
-    def emit(self, record, line: str) -> None:
-        try:
-            self._sender.send([format_datagram(record, self.ident)])
-        finally:
-            self.dropped = self._sender.dropped
+    @property
+    def dropped(self) -> int:     # type: ignore[override]
+        return self._sender.dropped
+
+    def handle(self, record, line: str) -> None:
+        self._sender.send([format_datagram(record, self.ident)])
 
     def close(self) -> None:
         self._sender.close()
