@@ -1,9 +1,9 @@
-"""Builds the C twins for fuzzing: clang, AddressSanitizer, UndefinedBehaviorSanitizer and
+"""Builds the compiled speedups for fuzzing: clang, AddressSanitizer, UndefinedBehaviorSanitizer and
 libFuzzer's coverage (``-fsanitize=fuzzer-no-link``), into build/fuzz/lib/virlogd/.
 
-Never in place: the ``virlogd/_c*.so`` files next to the sources are the ones the test suite
-and the daemon load, and stay built by gcc without sanitizers. Rebuilt when a ``_c*.c`` or
-``_c*.h`` is newer than its sanitized module. Exits non-zero, naming what is missing, when
+Never in place: the ``virlogd/_speedups*.so`` next to the source is the one the test suite
+and the daemon load, and stays built by gcc without sanitizers. Rebuilt when a ``virlogd/*.c``
+or ``*.h`` is newer than the sanitized module. Exits non-zero, naming what is missing, when
 clang or a module could not be built (setup.py's extensions are optional: it would not say).
 """
 import glob
@@ -21,9 +21,9 @@ CFLAGS = f"-g -O1 -fno-omit-frame-pointer {SANITIZE} -fno-sanitize-recover=all"
 
 
 def stale() -> list:
-    sources = sorted(glob.glob(os.path.join(ROOT, "virlogd", "_c*.c")))
+    sources = sorted(glob.glob(os.path.join(ROOT, "virlogd", "*.c")))
     newest_header = max((os.path.getmtime(h) for h in
-                         glob.glob(os.path.join(ROOT, "virlogd", "_c*.h"))), default=0)
+                         glob.glob(os.path.join(ROOT, "virlogd", "*.h"))), default=0)
     todo = []
     for src in sources:
         name = os.path.basename(src)[:-2]

@@ -2,8 +2,8 @@
 
 What it sets up before the target sees a byte (``fuzz/run.py`` starts it; see its docstring):
 
-- the C twins built with AddressSanitizer, UndefinedBehaviorSanitizer and libFuzzer's
-  coverage (``build/fuzz/lib/virlogd/_c*.so``, made by ``fuzz/build.py``) are the ones
+- the compiled speedups built with AddressSanitizer, UndefinedBehaviorSanitizer and
+  libFuzzer's coverage (``build/fuzz/lib/virlogd/_speedups*.so``, made by ``fuzz/build.py``) are the ones
   imported, never the in-place ``.so`` files the test suite uses; ``VIRLOGD_PURE_PYTHON=1``
   runs the same target with no C at all;
 - every ``virlogd`` module imported under atheris's bytecode instrumentation, so libFuzzer
@@ -40,14 +40,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SANITIZED = os.path.join(ROOT, "build", "fuzz", "lib", "virlogd")
 PURE = os.environ.get("VIRLOGD_PURE_PYTHON", "") == "1"
-TWINS = ("ring", "wire", "text", "queue", "route")
+EXTENSION = "virlogd._speedups"
 
 
 class _SanitizedTwins(importlib.abc.MetaPathFinder):
-    """Imports ``virlogd._c<name>`` from build/fuzz instead of the package directory."""
+    """Imports ``virlogd._speedups`` from build/fuzz instead of the package directory."""
 
     def find_spec(self, name, path=None, target=None):
-        if not name.startswith("virlogd._c"):
+        if name != EXTENSION:
             return None
         found = glob.glob(os.path.join(SANITIZED, name.split(".", 1)[1] + ".cpython-*.so"))
         if not found:
@@ -57,7 +57,7 @@ class _SanitizedTwins(importlib.abc.MetaPathFinder):
 
 
 # ``harness.py TARGET --replay PATH...``: each input once, in this process, with whichever
-# twins are built in place and no atheris (tests/fuzz/test_findings.py: the corpus and the
+# speedups are built in place and no atheris (tests/fuzz/test_findings.py: the corpus and the
 # findings as plain regression tests)
 REPLAY = "--replay" in sys.argv
 sys.path.insert(0, ROOT)
@@ -79,7 +79,7 @@ else:
 with _instrumented():
     import virlogd  # noqa: E402,F401
     from virlogd.daemon import admin, daemon, server
-    from virlogd.core import native, record, ring, router, settings
+    from virlogd.core import record, ring, router, settings, speedups
     from virlogd.core import specs, textformat  # noqa: E402,F401
     from virlogd.daemon import syslog_input  # noqa: E402,F401
     from virlogd.protocol import wire  # noqa: E402,F401
@@ -91,25 +91,22 @@ with _instrumented():
 
 
 def check_twins() -> str:
-    """Which implementation runs; refuses to fuzz a mix (an unsanitized twin, or a twin in a
-    pure run)."""
-    loaded = {name: native.load(name) for name in TWINS}
+    """Which implementation runs; refuses to fuzz a mix (an unsanitized build, or the
+    extension in a pure run)."""
+    module = sys.modules.get(EXTENSION)
     if REPLAY and not PURE:
-        missing = [name for name, module in loaded.items() if module is None]
-        if missing or wire._cframes is None:
-            raise SystemExit(f"fuzz: C twins not built in place: {missing}")
-        return "C twins (in place, no sanitizers)"
+        if not speedups.compiled():
+            raise SystemExit("fuzz: virlogd._speedups is not built in place")
+        return "compiled speedups (in place, no sanitizers)"
     if PURE:
-        if any(loaded.values()):
-            raise SystemExit("fuzz: a C twin loaded although VIRLOGD_PURE_PYTHON=1")
+        if speedups.compiled():
+            raise SystemExit("fuzz: virlogd._speedups loaded although VIRLOGD_PURE_PYTHON=1")
         return "pure Python"
-    for name, module in loaded.items():
-        if module is None or not os.path.abspath(module.__file__).startswith(SANITIZED):
-            raise SystemExit(f"fuzz: _c{name} is not the sanitized build "
-                             f"({getattr(module, '__file__', None)})")
-    if wire._cframes is None:
-        raise SystemExit("fuzz: the C frame decoder did not bind")
-    return "C twins with ASan+UBSan"
+    if not speedups.compiled() or module is None or \
+            not os.path.abspath(module.__file__).startswith(SANITIZED):
+        raise SystemExit(f"fuzz: virlogd._speedups is not the sanitized build "
+                         f"({getattr(module, '__file__', None)})")
+    return "compiled speedups with ASan+UBSan"
 
 
 # -- scratch space and confined outputs ----------------------------------------------------

@@ -1,11 +1,11 @@
 """Runs the fuzz targets: ``python fuzz/run.py [--seconds N] [--pure|--c] [TARGET...]``.
 
 ``make fuzz`` runs every target for ``FUZZ_SECONDS`` (300) in pure Python, then as long
-against the C twins built with ASan and UBSan; ``tests/fuzz/test_fuzz_targets.py`` runs each
+against the compiled speedups built with ASan and UBSan; ``tests/fuzz/test_fuzz_targets.py`` runs each
 for a few seconds in CI. One libFuzzer process at a time (``-workers=1``): the machine is
 shared.
 
-For each run: the sanitized twins are (re)built (``fuzz/build.py``); the harness is started
+For each run: the sanitized speedups are (re)built (``fuzz/build.py``); the harness is started
 with atheris's ASan runtime preloaded (it carries libFuzzer and UBSan's handlers); the large
 inputs of ``fuzz/regressions/TARGET`` run once; then libFuzzer mutates, seeded from
 ``fuzz/corpus/TARGET`` (never written: what the run finds goes to ``build/fuzz/corpus/TARGET``;
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
                         help="seconds one input may take before it counts as a hang")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--pure", action="store_true", help="pure Python only")
-    mode.add_argument("--c", action="store_true", help="the sanitized C twins only")
+    mode.add_argument("--c", action="store_true", help="the sanitized compiled speedups only")
     parser.add_argument("--merge", action="store_true",
                         help="add inputs reaching new coverage to fuzz/corpus/TARGET")
     parser.add_argument("--quiet", action="store_true")

@@ -3,7 +3,7 @@
 Each input is everything one client sends on a connection (greeting, frames), delivered by a
 fake socket in reads of the profile's size, so frames also arrive cut at every place; the
 connection then ends (EOF). The server's read callback decodes with ``wire.FrameDecoder`` (the
-C twin's frame loop, or pure Python), routes through the profile's router (ring, filters,
+compiled frame loop, or pure Python), routes through the profile's router (ring, filters,
 outputs), answers with acknowledgements and reports malformed and truncated frames. Nothing
 may raise out of the callback: that is what stops the daemon. And no string a client sends
 may forge a line: every line handed to a text output, and every row of a dump, is checked

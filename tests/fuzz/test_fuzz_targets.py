@@ -2,7 +2,7 @@
 
 Each target (wire frames, syslog datagrams, admin requests, config files, filter and output
 strings; see ``fuzz/``) replays its whole committed corpus, then mutates for a few seconds,
-against the C twins built with AddressSanitizer and UndefinedBehaviorSanitizer, and in pure
+against the compiled speedups built with AddressSanitizer and UndefinedBehaviorSanitizer, and in pure
 Python. Any finding fails the test: an exception out of the boundary, a forged line, a
 sanitizer report, a crash, an input slower than the hang limit. The figures of the long runs
 (``make fuzz``) are in docs/RELIABILITY.md, "Fuzzing".

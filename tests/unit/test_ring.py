@@ -1,51 +1,29 @@
 """The ring buffer: byte-bounded, oldest whole records first, survives SIGKILL on disk.
 
-Every test runs against both implementations: the C core (``virlogd._cring``, when built and
-not turned off by ``VIRLOGD_PURE_PYTHON=1``) and pure Python (``_pure=True``). The
-differential tests feed the same random appends to both and want the same entries, counters
-and file bytes.
+RingBuffer runs on the core ``speedups.pick`` chose (the suite runs once compiled, once with
+``VIRLOGD_PURE_PYTHON=1``). The differential tests at the end feed the same random appends to
+the compiled and the pure core laid out as the file is, and want the same entries, counters
+and bytes.
 """
 import array
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from virlogd.core import native, ring as ring_module
+from virlogd.core import ring as ring_module, speedups
 from virlogd.core.ring import HEADER_SIZE, RingBuffer
 
-IMPLS = [pytest.param("c", marks=pytest.mark.skipif(
-             ring_module._cring is None,
-             reason="C core not built or VIRLOGD_PURE_PYTHON=1")),
-         "py"]
-
-
-@pytest.fixture(params=IMPLS)
-def impl(request):
-    return request.param
+COMPILED = speedups._speedups.RingCore if speedups.compiled() else None
 
 
 @pytest.fixture
-def make(impl):
-    """RingBuffer(capacity, path) in the implementation under test."""
-    def build(capacity, path=None):
-        ring = RingBuffer(capacity, path, _pure=(impl == "py"))
-        assert (type(ring) is RingBuffer) == (impl == "py")
-        return ring
-    return build
-
-
-def test_the_c_core_is_built_in_ci():
-    """CI must test the C core: it has to be built there (and used unless turned off)."""
-    if not os.environ.get("CI"):
-        pytest.skip("CI is not set: the C core is optional here")
-    assert native.built("ring"), "virlogd._cring was not built"
-    if not native.PURE:
-        assert type(RingBuffer(64)) is not RingBuffer, "ring.py does not use virlogd._cring"
+def make():
+    """RingBuffer(capacity, path), on the core in use."""
+    return RingBuffer
 
 
 def test_entries_come_back_oldest_first(make):
@@ -112,18 +90,6 @@ def test_an_entry_that_is_not_bytes_like_changes_nothing(make):
     assert (ring.entries(), ring.used) == ([b"qrstuvwx"], 12)
 
 
-def test_append_many_is_append_in_order(make):
-    """A batch is the same as its appends one by one, drops and skips included."""
-    ring, one_by_one = make(40), make(40)
-    batch = [b"a" * 10, b"b" * 50, b"c" * 3, b"", b"d" * 20, b"e" * 12]
-    ring.append_many(batch)
-    ring.append_many(iter([b"f" * 5]))
-    for data in batch + [b"f" * 5]:
-        one_by_one.append(data)
-    assert ring.entries() == one_by_one.entries() == [b"e" * 12, b"f" * 5]
-    assert (ring.used, ring.skipped) == (one_by_one.used, one_by_one.skipped) == (25, 1)
-
-
 def test_clear_empties_the_buffer(make):
     """After a dump the buffer starts afresh, as libvirt's did."""
     ring = make(100)
@@ -148,10 +114,11 @@ def test_take_is_entries_then_clear_and_the_file_header_follows(make, tmp_path):
     ring.close()
 
 
-def test_only_the_c_ring_appends_atomically(make, impl):
+def test_only_the_compiled_ring_appends_atomically(make):
     """The library appends without the router's lock only to a ring whose append is one C
     call (atomic under the GIL)."""
-    assert make(100).atomic_append is (impl == "c")
+    assert make(100).atomic_append is speedups.compiled()
+    assert (type(make(100)).__mro__[1] is COMPILED) == speedups.compiled()
 
 
 def test_a_cleanly_closed_file_has_nothing_to_recover(make, tmp_path):
@@ -188,11 +155,11 @@ def test_an_open_mapped_ring_is_recoverable_at_any_time(make, tmp_path):
     ring.close()
 
 
-def test_the_buffer_of_a_sigkilled_process_is_recovered(impl, tmp_path):
+def test_the_buffer_of_a_sigkilled_process_is_recovered(tmp_path):
     """A process killed with SIGKILL leaves its buffer for the next start."""
     path = str(tmp_path / "ring")
     code = ("import os,sys; from virlogd.core.ring import RingBuffer\n"
-            f"r = RingBuffer(256, {path!r}, _pure={impl == 'py'})\n"
+            f"r = RingBuffer(256, {path!r})\n"
             "for i in range(40): r.append(b'rec %d\\n' % i)\n"
             "os.kill(os.getpid(), 9)\n")
     proc = subprocess.run([sys.executable, "-c", code], check=False)
@@ -215,9 +182,9 @@ def test_a_damaged_file_recovers_nothing_and_never_raises(tmp_path):
     assert RingBuffer.recover(str(tmp_path / "missing")) is None
 
 
-# -- C against pure Python ---------------------------------------------------------------------
-needs_core = pytest.mark.skipif(ring_module._cring is None,
-                                reason="C core not built or VIRLOGD_PURE_PYTHON=1")
+# -- the compiled core against the pure one -------------------------------------------------
+needs_core = pytest.mark.skipif(COMPILED is None,
+                                reason="virlogd._speedups not built or VIRLOGD_PURE_PYTHON=1")
 
 
 def _ops(capacity):
@@ -226,64 +193,32 @@ def _ops(capacity):
         st.tuples(st.just("append"), entry),
         st.tuples(st.just("append"), entry),
         st.tuples(st.just("append"), entry),
-        st.tuples(st.just("many"), st.lists(entry, max_size=5)),
+        st.tuples(st.just("take"), st.none()),
         st.tuples(st.just("clear"), st.none()),
     ), max_size=60)
 
 
-def _apply(ring, op, arg):
+def _apply(core, op, arg):
     if op == "append":
-        ring.append(arg)
-    elif op == "many":
-        ring.append_many(arg)
-    else:
-        ring.clear()
-
-
-def _file(path):
-    with open(path, "rb") as handle:
-        return handle.read()
+        return core.append(arg)
+    if op == "take":
+        return core.take()
+    return core.clear()
 
 
 @needs_core
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), capacity=st.integers(0, 80))
-def test_c_and_pure_python_store_the_same(data, capacity):
-    """In memory: the same entries, used and skipped after every operation."""
+def test_compiled_and_pure_cores_store_the_same(data, capacity):
+    """Laid out as the ring file is (the pointers in the header, the area after it): the
+    same results, entries, counters and bytes after every operation."""
     ops = data.draw(_ops(capacity))
-    c, py = RingBuffer(capacity), RingBuffer(capacity, _pure=True)
-    assert type(c) is not type(py)
+    c_buf, py_buf = bytearray(HEADER_SIZE + capacity), bytearray(HEADER_SIZE + capacity)
+    c = COMPILED(c_buf, capacity, HEADER_SIZE, ring_module._POINTERS_AT)
+    py = ring_module.RingCore(py_buf, capacity, HEADER_SIZE, ring_module._POINTERS_AT)
     for op, arg in ops:
-        _apply(c, op, arg)
-        _apply(py, op, arg)
+        assert _apply(c, op, arg) == _apply(py, op, arg)
         assert c.entries() == py.entries()
-        assert (c.used, c.skipped) == (py.used, py.skipped)
+        assert (c.head, c.tail, c.used, c.skipped) == (py.head, py.tail, py.used, py.skipped)
+        assert c_buf == py_buf
         assert c.used <= capacity
-
-
-@needs_core
-@settings(max_examples=200, deadline=None)
-@given(data=st.data(), capacity=st.integers(0, 80))
-def test_c_and_pure_python_write_the_same_file(data, capacity):
-    """Mapped: the same file bytes, header included, after every operation and after close,
-    and the same recovered entries."""
-    ops = data.draw(_ops(capacity))
-    with tempfile.TemporaryDirectory() as tmp:
-        c_path, py_path = os.path.join(tmp, "c"), os.path.join(tmp, "py")
-        c, py = RingBuffer(capacity, c_path), RingBuffer(capacity, py_path, _pure=True)
-        assert type(c) is not type(py)
-        assert _file(c_path) == _file(py_path)
-        for op, arg in ops:
-            _apply(c, op, arg)
-            _apply(py, op, arg)
-            assert c.entries() == py.entries()
-            assert (c.used, c.skipped) == (py.used, py.skipped)
-            assert _file(c_path) == _file(py_path)
-            assert len(_file(c_path)) == HEADER_SIZE + capacity
-        recovered = RingBuffer.recover(c_path)
-        assert recovered == RingBuffer.recover(py_path)
-        assert recovered == (c.entries() if c.used else None)
-        c.close()
-        py.close()
-        assert _file(c_path) == _file(py_path)
-        assert RingBuffer.recover(c_path) is None

@@ -1,36 +1,34 @@
 """libvirt's text line, exactly, and lines that cannot be forged.
 
-The line and the ring entries are made by the C twin when it is in use (``_ctext.c``); each
-test here runs against the pure-Python reference and against the twin (test_ctext.py compares
-the two on random records).
+The line and the ring entries are made by the compiled twins when they are in use; each test
+here runs against the pure-Python reference and against the twin (test_textformat_twins.py
+compares the two on random records).
 """
 import re
 from types import SimpleNamespace
 
 import pytest
 
-from virlogd.core import textformat
+from virlogd.core import speedups, textformat
 from virlogd.core.record import Record
 from virlogd.core.textformat import dump_text, format_time, syslog_payload
 
 WHEN = 1795444144.771   # 2026-11-23 14:29:04.771 UTC
 
-PURE = SimpleNamespace(format_line=textformat._pure_format_line,
-                       pack_record=textformat._pure_pack_record,
-                       pack_parts=textformat._pure_pack_parts,
-                       entry_text=textformat._pure_entry_text)
-C = textformat._NATIVE
+TWINS = ("format_line", "pack_record", "pack_parts", "entry_text")
+PURE = SimpleNamespace(**{name: speedups.pure(getattr(textformat, name)) for name in TWINS})
+COMPILED = SimpleNamespace(**{name: getattr(textformat, name) for name in TWINS})
 
 
-@pytest.fixture(params=["pure", "c"])
+@pytest.fixture(params=["pure", "compiled"])
 def impl(request):
-    """The functions under test: the pure-Python reference, or the C twin."""
+    """The functions under test: the pure-Python reference, or the compiled twin."""
     if request.param == "pure":
         return PURE
-    if C is None:
-        pytest.skip("the C twin of textformat is not in use (not built, or "
+    if not speedups.compiled():
+        pytest.skip("the compiled speedups are not in use (not built, or "
                     "VIRLOGD_PURE_PYTHON=1)")
-    return C
+    return COMPILED
 
 
 def test_the_line_is_libvirts_current_format_in_utc(impl):
@@ -131,7 +129,7 @@ def test_a_packed_entry_is_the_line_at_dump_time(impl):
     entry = impl.pack_record(rec)
     assert entry[:1] == b"\1"
     assert entry == impl.pack_parts(WHEN, 4711, 278, 1, "virInitialize", "register drivers")
-    assert impl.entry_text(entry) == textformat._pure_format_line(rec)
+    assert impl.entry_text(entry) == PURE.format_line(rec)
     assert impl.entry_text("a line\n".encode()) == "a line\n"
 
 

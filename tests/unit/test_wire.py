@@ -1,7 +1,7 @@
 """The client protocol (docs/protocol.md): what a frame carries, and what the decoder refuses.
 
-Every test runs twice: with the C twin (``_cwire``) and with pure Python. The two are compared
-with each other on random streams in test_cwire.py.
+Every test runs twice: with the compiled speedups and with pure Python. The two are compared
+with each other on random streams in test_wire_twins.py.
 """
 import math
 import struct
@@ -9,20 +9,24 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from virlogd.core import speedups
 from virlogd.protocol import wire
 from virlogd.core.errors import ProtocolError
 from virlogd.core.record import Record
 
 
-@pytest.fixture(scope="module", autouse=True, params=["c", "python"])
+TWINS = ("frames", "encode_parts", "encode")
+
+
+@pytest.fixture(scope="module", autouse=True, params=["compiled", "python"])
 def implementation(request):
     """Which implementation every decoder and encoder of the test uses."""
-    if request.param == "c" and wire._cframes is None:
-        pytest.skip("the C twin of wire is not in use (not built, or VIRLOGD_PURE_PYTHON=1)")
+    if request.param == "compiled" and not speedups.compiled():
+        pytest.skip("the compiled speedups are not in use (not built, or VIRLOGD_PURE_PYTHON=1)")
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "python":
-            patch.setattr(wire, "_cframes", None)       # what new FrameDecoders take
-            patch.setattr(wire, "encode_parts", wire._encode_parts_py)
+            for name in TWINS:
+                patch.setattr(wire, name, speedups.pure(getattr(wire, name)))
         yield request.param
 
 
@@ -60,8 +64,10 @@ def refused(data, **kwargs):
 
 def test_the_implementation_under_test_is_the_one_in_use(implementation):
     """The parametrization is real: decoders and the encoder run the implementation named."""
-    assert (wire.FrameDecoder()._cframes is not None) == (implementation == "c")
-    assert (wire.encode_parts is wire._encode_parts_py) == (implementation == "python")
+    for name in TWINS:
+        function = getattr(wire, name)
+        assert (function is speedups.pure(function)) == (implementation == "python" or
+                                                         not speedups.compiled())
 
 
 class TestRoundTrip:

@@ -9,37 +9,33 @@ directory (the daemon). The file survives a death no handler can see — SIGKILL
 killer — and its header says whether the last run closed it cleanly, so the next start can
 find the previous run's buffer and dump it as recovered.
 
-``RingBuffer`` is complete in pure Python. When the C twin ``virlogd._cring`` is loaded
-(``native.load``), ``RingBuffer(...)`` builds a ``_NativeRingBuffer`` instead: the same
-class to its callers, whose ``append`` is the C core's own method (no Python frame per
-record). The file, its header and ``recover()`` stay here, shared by both.
+``RingCore`` is the circular area and its per-record work (append, entries, take); it is
+compiled when ``virlogd._speedups`` was built (``core/speedups.py`` picks), so that
+``ring.append(x)`` costs one C call. ``RingBuffer`` adds the file, its header and
+``recover()`` on top of whichever core was picked.
 """
 from __future__ import annotations
 
-import collections
 import mmap
 import os
 import stat
 import struct
-from typing import Deque, Iterable, List, Optional, Tuple
+from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple
 
-from . import native, safepath
+from . import safepath, speedups
 
 MAGIC = b"VLRING1\0"
 _HEADER = struct.Struct("<8sIIIII")    # magic, capacity, head, tail, used, state
 HEADER_SIZE = 32
-_POINTERS = struct.Struct("<III")     # head, tail, used: rewritten on every append
-_POINTERS_AT = 12
+_POINTERS_AT = 12                     # head, tail, used: rewritten on every append
 # recover() reads only tail and used, which sit side by side in one aligned 8-byte word: they
 # are written with one 8-byte copy, so a SIGKILL can never leave one new and the other old
 # (struct.pack_into zeroes its target and then fills it field by field)
 _TAIL_USED = struct.Struct("<II")
-_TAIL_USED_AT = 16
 _HEAD = struct.Struct("<I")
 _LEN = struct.Struct("<I")
 RUNNING, CLEAN = 1, 0
-
-_cring = native.load("ring")
 
 
 class RingSpaceError(OSError):
@@ -87,101 +83,98 @@ def _walk(area, capacity: int, tail: int, used: int) -> List[bytes]:
     return out
 
 
-class RingBuffer:
-    __slots__ = ("capacity", "_area", "_head", "_tail", "_used", "_map", "_fd", "path",
-                 "skipped", "_sizes")
+class RingCore:
+    """The circular area: ``capacity`` bytes at *area_at* of a writable *buffer*, entries
+    stored as a u32 LE length and the bytes, the oldest whole entries dropped to make room.
+    With *pointers_at*, head, tail and used are written there (u32 LE each) after every
+    change, tail and used as one 8-byte copy. ``release()`` gives the buffer back (an mmap
+    cannot close while it is exported); ``append`` and ``entries`` then raise ValueError.
+    """
+
+    __slots__ = ("capacity", "head", "tail", "used", "skipped", "_view", "_area", "_at",
+                 "_sizes")
     # whether append() is one C call, atomic under the GIL: the library's debug path then
     # appends without the router's lock (take() keeps dumps whole); Python's is not
     atomic_append = False
 
-    def __new__(cls, capacity: int, path: Optional[str] = None, *, _pure: bool = False):
-        # _pure (private): this one instance in pure Python, whatever was built (the tests)
-        if cls is RingBuffer and _cring is not None and not _pure:
-            cls = _NativeRingBuffer
-        return super().__new__(cls)
-
-    def __init__(self, capacity: int, path: Optional[str] = None, *,
-                 _pure: bool = False) -> None:
+    def __init__(self, buffer: Any, capacity: int, area_at: int = 0,
+                 pointers_at: int = -1) -> None:
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError("RingCore() needs a writable buffer")
+        if capacity < 0 or capacity > 0xFFFFFFFF or area_at < 0 or \
+                area_at > len(view) - capacity:
+            raise ValueError("the area does not fit in the buffer")
+        if pointers_at != -1 and (pointers_at < 0 or pointers_at > len(view) - 12 or
+                                  area_at - 12 < pointers_at < area_at + capacity):
+            raise ValueError("the header pointers must fit in the buffer, outside the area")
+        self._view: Optional[memoryview] = view
+        self._area = view[area_at:area_at + capacity]
+        self._at = pointers_at
         self.capacity = capacity
-        self.path = path
-        self._head = self._tail = self._used = 0
-        self.skipped = 0          # entries too large to store
+        self.head = self.tail = self.used = self.skipped = 0
         # sizes of the stored entries, oldest first: dropping the oldest needs no read of
         # its length prefix back from the area (the hot path of a full ring)
-        self._sizes: Deque[int] = collections.deque()
-        self._map: Optional[mmap.mmap] = None
-        self._fd = -1
-        if path is None:
-            self._area = bytearray(capacity)
-            return
-        self._fd, self._map = _map_file(path, capacity)
-        self._area = memoryview(self._map)[HEADER_SIZE:]
-        self._save(RUNNING)
+        self._sizes: Deque[int] = deque()
 
-    # -- writing ---------------------------------------------------------------------
-    def append(self, data: bytes) -> None:
+    @property
+    def closed(self) -> bool:
+        return self._view is None
+
+    def _publish(self) -> None:
+        if self._at >= 0 and self._view is not None:
+            at = self._at
+            self._view[at:at + 4] = _HEAD.pack(self.head)
+            self._view[at + 4:at + 12] = _TAIL_USED.pack(self.tail, self.used)
+
+    def _check_open(self) -> None:
+        if self._view is None:
+            raise ValueError("ring buffer core is closed")
+
+    def append(self, data: Any) -> None:
         if type(data) is not bytes:
-            # any bytes-like object, as its raw bytes (as the C twin takes it); anything
-            # else is a TypeError here, before any pointer moves
+            # any bytes-like object, as its raw bytes; anything else is a TypeError here,
+            # before any pointer moves
             data = bytes(memoryview(data))
         size = len(data) + 4
         cap = self.capacity
         if size > cap:
             self.skipped += 1
             return
-        used = self._used + size
-        tail = self._tail
-        sizes = self._sizes
-        head = self._head
+        self._check_open()
+        used = self.used + size
         if used > cap:
+            sizes = self._sizes
+            tail = self.tail
             while used > cap:
                 dropped = sizes.popleft()
                 tail = (tail + dropped) % cap
                 used -= dropped
-            if self._map is not None:
-                # the new entry overwrites the dropped ones: the header stops covering them
-                # first, so a SIGKILL while it is written leaves a header recover() can trust
-                self._map[_TAIL_USED_AT:_TAIL_USED_AT + 8] = _TAIL_USED.pack(tail, used - size)
+            # the new entry overwrites the dropped ones: the header stops covering them
+            # first, so a SIGKILL while it is written leaves a header recover() can trust
+            self.tail, self.used = tail, used - size
+            self._publish()
+        head = self.head
         end = head + size
+        entry = _LEN.pack(size - 4) + data
+        area = self._area
         if end <= cap:
-            area = self._area
-            area[head:head + 4] = _LEN.pack(size - 4)
-            area[head + 4:end] = data
+            area[head:end] = entry
         else:
-            self._put(head, _LEN.pack(size - 4) + data)
-        self._head = end % cap
-        self._tail = tail
-        self._used = used
-        sizes.append(size)
-        if self._map is not None:
-            self._map[_POINTERS_AT:_POINTERS_AT + 4] = _HEAD.pack(self._head)
-            self._map[_TAIL_USED_AT:_TAIL_USED_AT + 8] = _TAIL_USED.pack(tail, used)
+            first = cap - head
+            area[head:] = entry[:first]
+            area[:end - cap] = entry[first:]
+        self.head = end % cap
+        self.used = used
+        self._sizes.append(size)
+        self._publish()
 
-    def append_many(self, entries: Iterable[bytes]) -> None:
-        """``append`` each of *entries* in order (one call for a batch)."""
-        for data in entries:
-            self.append(data)
-
-    def _put(self, offset: int, data: bytes) -> None:
-        end = offset + len(data)
-        if end <= self.capacity:
-            self._area[offset:end] = data
-        else:
-            first = self.capacity - offset
-            self._area[offset:] = data[:first]
-            self._area[:end - self.capacity] = data[first:]
-
-    # -- reading ---------------------------------------------------------------------
     def entries(self) -> List[bytes]:
         """Every stored entry, oldest first."""
-        return _walk(self._area, self.capacity, self._tail, self._used)
-
-    @property
-    def used(self) -> int:
-        return self._used
-
-    def __len__(self) -> int:
-        return len(self.entries())
+        if not self.used:
+            return []
+        self._check_open()
+        return _walk(self._area, self.capacity, self.tail, self.used)
 
     def take(self) -> List[bytes]:
         """``entries()`` then ``clear()``: what a dump reads and empties."""
@@ -190,23 +183,74 @@ class RingBuffer:
         return entries
 
     def clear(self) -> None:
-        self._head = self._tail = self._used = 0
+        """Forget every entry (``skipped`` is kept)."""
+        self.head = self.tail = self.used = 0
         self._sizes.clear()
+        self._publish()
+
+    def release(self) -> None:
+        if self._view is not None:
+            self._area.release()
+            self._view.release()
+            self._view = None
+
+
+if TYPE_CHECKING:
+    _Core = RingCore
+else:
+    _Core = speedups.pick(RingCore)
+
+
+class RingBuffer(_Core):
+    """The ring: in memory (*path* None: the library) or in a mapped file (the daemon)."""
+
+    __slots__ = ("path", "_map", "_fd")
+
+    def __init__(self, capacity: int, path: Optional[str] = None) -> None:
+        self.path = path
+        self._map: Optional[mmap.mmap] = None
+        self._fd = -1
+        if path is None:
+            super().__init__(bytearray(capacity), capacity)
+            return
+        fd, mapped = _map_file(path, capacity)
+        try:
+            super().__init__(mapped, capacity, HEADER_SIZE, _POINTERS_AT)
+        except BaseException:
+            mapped.close()
+            os.close(fd)
+            raise
+        self._fd, self._map = fd, mapped
+        self._save(RUNNING)
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def take(self) -> List[bytes]:
+        """``entries()`` then ``clear()``, in one call to the core: with the compiled core,
+        an ``append`` made without the router's lock (the library's debug path, atomic under
+        the GIL) is either taken or left for the next dump, never lost in between."""
+        entries = super().take()
+        if self._map is not None:
+            self._save(RUNNING)
+        return entries
+
+    def clear(self) -> None:
+        super().clear()
         if self._map is not None:
             self._save(RUNNING)
 
-    def _pointers(self) -> Tuple[int, int, int]:
-        return self._head, self._tail, self._used
-
     def _save(self, state: int) -> None:
-        _HEADER.pack_into(self._map, 0, MAGIC, self.capacity, *self._pointers(), state)
+        assert self._map is not None
+        _HEADER.pack_into(self._map, 0, MAGIC, self.capacity, self.head, self.tail,
+                          self.used, state)
 
     def close(self) -> None:
         """Mark the file clean (a clean stop leaves nothing to recover) and unmap it."""
         if self._map is None:
             return
         self._save(CLEAN)
-        self._area.release()
+        self.release()
         self._map.close()
         os.close(self._fd)
         self._map = None
@@ -241,81 +285,3 @@ class RingBuffer:
             return _walk(area, cap, tail, used)
         except (struct.error, IndexError, ValueError):
             return None
-
-
-class _NativeRingBuffer(RingBuffer):
-    """A RingBuffer whose area, pointers and per-record work are a ``_cring.Core``.
-
-    ``append`` is an instance slot holding the core's bound C method, so ``ring.append(x)``
-    costs one C call. The inherited pure-Python state (``_area``, ``_head``, ``_sizes``...)
-    stays unused: the core owns it.
-    """
-    __slots__ = ("_core", "append")
-    atomic_append = True
-
-    def __init__(self, capacity: int, path: Optional[str] = None, *,
-                 _pure: bool = False) -> None:
-        self.capacity = capacity
-        self.path = path
-        self._map = None
-        self._fd = -1
-        if path is None:
-            self._core = _cring.Core(bytearray(capacity), capacity)
-        else:
-            self._fd, self._map = _map_file(path, capacity)
-            try:
-                self._core = _cring.Core(self._map, capacity, HEADER_SIZE, _POINTERS_AT)
-            except BaseException:
-                self._map.close()
-                os.close(self._fd)
-                raise
-            self._save(RUNNING)
-        self.append = self._core.append
-
-    def append_many(self, entries: Iterable[bytes]) -> None:
-        """``append`` each of *entries* in order (one call for a batch)."""
-        self._core.append_many(entries)
-
-    def entries(self) -> List[bytes]:
-        """Every stored entry, oldest first."""
-        return self._core.entries()
-
-    @property
-    def used(self) -> int:
-        return self._core.used
-
-    @property
-    def skipped(self) -> int:        # entries too large to store
-        return self._core.skipped
-
-    @skipped.setter
-    def skipped(self, value: int) -> None:
-        self._core.skipped = value
-
-    def take(self) -> List[bytes]:
-        """``entries()`` then ``clear()`` in one C call, so an ``append`` made without the
-        router's lock (the library's debug path, atomic under the GIL) is either taken or
-        left for the next dump, never lost in between."""
-        entries = self._core.take()
-        if self._map is not None:
-            self._save(RUNNING)
-        return entries
-
-    def clear(self) -> None:
-        self._core.clear()
-        if self._map is not None:
-            self._save(RUNNING)
-
-    def _pointers(self) -> Tuple[int, int, int]:
-        core = self._core
-        return core.head, core.tail, core.used
-
-    def close(self) -> None:
-        """Mark the file clean (a clean stop leaves nothing to recover) and unmap it."""
-        if self._map is None:
-            return
-        self._save(CLEAN)
-        self._core.release()         # an mmap cannot be closed while a buffer is exported
-        self._map.close()
-        os.close(self._fd)
-        self._map = None

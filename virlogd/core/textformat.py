@@ -2,9 +2,10 @@
 
 ``2026-11-23 14:29:04.771+0000: 4711: debug : virInitialize:278 : register drivers``
 
-A record relayed from another process (``record.relayed``) names its source after the level
-(DESIGN §7): ``...: 4242: debug : qemu.monitor : qemuMonitorSend:1024 : sent``; ``-`` stands
-for an empty source. The daemon's own records and the library's keep libvirt's line exactly.
+A record relayed from another process (``record.relayed``) names its source after the level,
+since who sent it is what a reader of a relayed line asks:
+``...: 4242: debug : qemu.monitor : qemuMonitorSend:1024 : sent``; ``-`` stands for an empty
+source. The daemon's own records and the library's keep libvirt's line exactly.
 
 Always UTC with a literal ``+0000``. A message may contain newlines or control characters;
 written raw they could forge a record line (or a dump banner) in a file that tools and people
@@ -21,7 +22,7 @@ import sys
 import time as _time
 from typing import Optional
 
-from . import native
+from . import speedups
 from .priority import NAMES
 from .record import Record
 
@@ -94,8 +95,8 @@ def _prefix(when: float, pid: int, priority: int) -> str:
     is one tuple, replaced whole, so threads never see a key with another's text."""
     global _last_prefix
     # The classes are in the key because equal values can print differently (True == 1,
-    # 4711.0 == 4711): without them a line would depend on the one before, and the C twin,
-    # which has its own cache, could not give the same line.
+    # 4711.0 == 4711): without them a line would depend on the one before, and the compiled
+    # twin, which has its own cache, could not give the same line.
     key = (int(when * 1000), pid, priority, pid.__class__, priority.__class__)
     cached = _last_prefix
     if cached[0] == key:
@@ -105,7 +106,7 @@ def _prefix(when: float, pid: int, priority: int) -> str:
     return text
 
 
-def _pure_format_line(record, with_stack: bool = False) -> str:
+def format_line(record, with_stack: bool = False) -> str:
     """The full text line with its trailing newline; with the stack when asked (``+``)."""
     prefix = _prefix(record.time, record.pid, record.priority)
     if getattr(record, "relayed", False):
@@ -142,14 +143,14 @@ def _pack(when, pid, line, priority, func, message, source) -> bytes:
             + func + src + message.encode("utf-8", "surrogateescape"))
 
 
-def _pure_pack_parts(when: float, pid: int, line: Optional[int], priority: int,
+def pack_parts(when: float, pid: int, line: Optional[int], priority: int,
                      func: Optional[str], message: str) -> bytes:
     """The ring entry of a record no output formats, from its parts: the library packs
     what only the ring wants without building a Record."""
     return _pack(when, pid, line, priority, func, message, None)
 
 
-def _pure_pack_here(priority: int, msg, args: tuple, pid: int, depth: int) -> bytes:
+def pack_here(priority: int, msg, args: tuple, pid: int, depth: int) -> bytes:
     """The ring entry of a call *depth* frames above the one calling this: the library's
     debug path, which takes the call site, the message (``msg % args``) and the clock
     here rather than build a Record for a call that may never be read."""
@@ -161,13 +162,13 @@ def _pure_pack_here(priority: int, msg, args: tuple, pid: int, depth: int) -> by
                       message)
 
 
-def _pure_pack_record(record) -> bytes:
+def pack_record(record) -> bytes:
     """The ring entry of a record no output formats (cheaper than ``format_line``)."""
     return _pack(record.time, record.pid, record.line, record.priority, record.func,
                  record.message, record.source if getattr(record, "relayed", False) else None)
 
 
-def _pure_entry_text(entry: bytes) -> str:
+def entry_text(entry: bytes) -> str:
     """The text line of a ring entry, packed or not."""
     mark = entry[:1]
     if mark == b"\1":
@@ -207,21 +208,9 @@ def dump_text(reason: str, lines, *, recovered: bool = False) -> str:
             f"     ====== end of log =====\n")
 
 
-# The C twin (virlogd/_ctext.c) returns the same values and raises the same errors; it takes
-# the common case itself and hands the rest to the functions above, which therefore stay the
-# reference. The tests run both: they reach the pure ones by these _pure_ names.
-_NATIVE = native.load("text")
-if _NATIVE is not None:
-    _NATIVE.setup(Record, NAMES, _pure_format_line, _pure_pack_record, _pure_pack_parts,
-                  _pure_entry_text, _pure_pack_here)
-    format_line = _NATIVE.format_line
-    pack_record = _NATIVE.pack_record
-    pack_parts = _NATIVE.pack_parts
-    pack_here = _NATIVE.pack_here
-    entry_text = _NATIVE.entry_text
-else:
-    format_line = _pure_format_line
-    pack_record = _pure_pack_record
-    pack_parts = _pure_pack_parts
-    pack_here = _pure_pack_here
-    entry_text = _pure_entry_text
+# The compiled twins (core/speedups.py) return the same values and raise the same errors:
+# they take the common case and hand the rest to the functions above, the reference.
+format_line = speedups.pick(format_line)
+pack_record = speedups.pick(pack_record)
+pack_parts = speedups.pick(pack_parts)
+entry_text = speedups.pick(entry_text)

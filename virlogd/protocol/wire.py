@@ -8,10 +8,10 @@ Why this shape: the anchors show the client is the limit and that batching many 
 write is what makes a stream fast, so a frame is one ``struct.pack`` plus a ``join`` on the
 client, and the daemon cuts a 256 kB read into records with one ``unpack_from`` per frame.
 
-``encode_parts`` and the decoder's frame loop have a C twin (``_cwire.c``, chosen by
-``native.py``) that does the common case and hands everything else to the Python code here,
-which stays complete: it is the fallback, the reference, and the only place an error message
-is written.
+``encode_parts``, ``encode`` and ``frames`` (the decoder's loop) are compiled when
+``virlogd._speedups`` was built (``core/speedups.py`` picks): the compiled function does the
+common case and hands everything else to the Python code here, which stays complete: it is
+the fallback, the reference, and the only place an error message is written.
 
 The protocol never carries pid, uid or gid: the daemon takes them from SO_PEERCRED, so no
 client can claim to be another process. ``FrameDecoder`` stamps the trusted identity it is
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
-from ..core import fieldnames, native
+from ..core import fieldnames, speedups
 from ..core.errors import ProtocolError
 from ..core.filters import FilterSet
 from ..core.record import Record
@@ -136,7 +136,7 @@ def encode_parts(priority: int, source: str, message: str, *, time: float,
                      src, msg, fn, fl, st, idn, tail))
 
 
-_encode_parts_py = encode_parts     # the reference, whichever encode_parts is in use
+encode_parts = speedups.pick(encode_parts)
 
 
 def encode(record: Record, ident: Optional[str] = None) -> bytes:
@@ -147,50 +147,7 @@ def encode(record: Record, ident: Optional[str] = None) -> bytes:
                         fields=record.fields, stack=record.stack, ident=record.ident or ident)
 
 
-_encode_py = encode
-
-
-class FrameSender:
-    """``sender(record, line)`` is ``client.send_frame(encode(record, ident))``, counted in
-    ``sent``: the ``x:virlogd`` output's whole ``handle()`` (the line is not used: the daemon
-    formats). The C twin makes it one C call per record, the library's ``log.info``."""
-
-    __slots__ = ("client", "ident", "sent")
-
-    def __init__(self, client, ident: Optional[str] = None) -> None:
-        self.client = client
-        self.ident = ident
-        self.sent = 0
-
-    def __call__(self, record: Record, line: str = "", /) -> None:
-        # send_frame is looked up on every call: a fork gives the client a new queue
-        self.client.send_frame(encode(record, self.ident))
-        self.sent += 1
-
-
-_FrameSenderPy = FrameSender
-# VirlogdHandler.handle for the usual record in one call: C only (the Python handle() is the
-# reference it hands everything else to); None without the C twin
-RecordHandler = None
-_getframe = sys._getframe
-# Record.here: the library's constructor. Here because the C twin that fills the daemon's
-# records in place fills the library's too (a seventh of a log.info call, in Python).
-here = Record.here
-
-
-def _here_at_py(priority: int, source: str, msg, args, pid: int, depth: int) -> Record:
-    """``here()`` for a call *depth* frames above the one calling this, with no fields and no
-    stack: the library's usual call, whose call site and message (``msg % args``) are taken
-    here in one call."""
-    if depth < 0:
-        raise ValueError("depth must be 0 or more")
-    frame = _getframe(depth + 1)
-    code = frame.f_code
-    return here(priority, source, msg % args if args else str(msg), code.co_name,
-                frame.f_lineno, code.co_filename, pid, None, None)
-
-
-here_at = _here_at_py
+encode = speedups.pick(encode)
 
 
 # -- decoding (daemon side) ----------------------------------------------------------------
@@ -347,7 +304,6 @@ class FrameDecoder:
         self.version = 0    # the client's protocol version, once greeted (0: no greeting)
         self._pending = bytearray()
         self._need = 0      # bytes the pending frame needs in all (0: unknown yet)
-        self._cframes = _cframes    # the C loop, or None (the tests set None to compare)
 
     @property
     def pending(self) -> int:
@@ -361,7 +317,7 @@ class FrameDecoder:
         incomplete frames reserves this much (server.py)."""
         return self._need if self._pending else 0
 
-    def feed(self, data) -> List[Record]:
+    def feed(self, data: Any) -> List[Record]:
         if self.failed is not None:
             raise ProtocolError(self.failed)
         if self._pending:
@@ -377,7 +333,8 @@ class FrameDecoder:
             pos = 0 if self.greeted else self._greet(buf)
             if pos < 0:
                 return out
-            pos = self._frames(buf, pos, out)
+            self._need = 0
+            pos = frames(self, buf, pos, out)
         except ProtocolError as err:
             self.failed = str(err)
             err.records = out
@@ -400,134 +357,144 @@ class FrameDecoder:
         self.greeted = True
         return size
 
-    def _frames(self, buf: bytes, pos: int, out: List[Record]) -> int:
-        cframes = self._cframes
-        if cframes is None:
-            return self._frames_py(buf, pos, out)
-        end = len(buf)
-        while True:
-            # C decodes the run of frames it takes whole; the one it stops at (an error, a
-            # field to rename...) is the Python loop's, so each error is written once, here
-            pos, need = cframes(buf, pos, out, self.max_frame, self.pid, self.uid, self.gid)
-            if need or end - pos < 4:
-                self._need = need
-                return pos
-            before = pos
-            pos = self._frames_py(buf, pos, out, once=True)
-            if pos == before:       # cannot happen (C waits for incomplete frames itself)
-                return pos
 
-    def _frames_py(self, buf: bytes, pos: int, out: List[Record], once: bool = False) -> int:
-        end = len(buf)
-        unpack = _HEAD.unpack_from
-        append = out.append
-        limit = self.max_frame
-        pid, uid, gid = self.pid, self.uid, self.gid
-        new_record = Record.__new__
-        while end - pos >= 4:
-            size = _LEN.unpack_from(buf, pos)[0]
-            if size > limit:
-                raise ProtocolError(f"frame of {size} bytes exceeds the {limit}-byte limit")
-            stop = pos + 4 + size
-            if stop > end:
-                self._need = stop - pos
-                return pos
-            if size < _BODY_FIXED:
-                raise ProtocolError(f"frame of {size} bytes is shorter than the "
-                                    f"{_BODY_FIXED}-byte record header")
-            (_, kind, priority, nfields, line, when,
-             ls, lm, lf, lp, lk, li) = unpack(buf, pos)
-            if kind != TYPE_RECORD:
-                raise ProtocolError(f"unknown frame type {kind}")
-            if priority not in (1, 2, 3, 4):
-                raise ProtocolError(f"invalid priority {priority}")
-            if not 0.0 <= when <= MAX_TIME:     # also refuses NaN
-                raise ProtocolError(f"invalid time {when!r}")
-            a = pos + _HEAD_SIZE
-            b = a + ls
-            c = b + lm
-            d = c + lf
-            e = d + lp
-            f = e + lk
-            g = f + li
-            if g > stop:
-                raise ProtocolError(f"truncated strings: the header declares {g - a} bytes "
-                                    f"in a {size}-byte frame")
-            try:
-                source = (buf[a:b] if ls <= MAX_SOURCE else _cut(buf[a:b], MAX_SOURCE)) \
-                    .decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtocolError("invalid UTF-8 in source") from None
-            # Record's slots filled directly: its keyword constructor costs half again as
-            # much as everything else here (this is the daemon's hottest loop)
-            record = new_record(Record)
-            record.priority = priority
-            record.source = source
-            record.message = buf[b:c].decode("utf-8", "surrogateescape")
-            record.time = when
-            record.line = line
-            record.func = _strict(buf[c:d] if lf <= MAX_FUNC else _cut(buf[c:d], MAX_FUNC),
-                                  "func") if lf else None
-            record.file = (buf[d:e] if lp <= MAX_FILE else _cut(buf[d:e], MAX_FILE)) \
-                .decode("utf-8", "surrogateescape") if lp else None
-            record.stack = buf[e:f].decode("utf-8", "surrogateescape") if lk else None
-            record.ident = _strict(buf[f:g] if li <= MAX_IDENT else _cut(buf[f:g], MAX_IDENT),
-                                   "ident") if li else None
-            record.fields = self._fields(buf, g, stop, nfields) if nfields else {}
-            record.pid = pid
-            record.uid = uid
-            record.gid = gid
-            record.relayed = True
-            if not nfields and g != stop:
-                raise ProtocolError(f"frame length mismatch: the record ends at byte "
-                                    f"{g - pos - 4} of a {size}-byte frame")
-            append(record)
-            pos = stop
-            if once:
-                break
-        self._need = 0
-        return pos
-
-    def _fields(self, buf: bytes, pos: int, stop: int, count: int) -> dict:
-        if count > MAX_FIELDS:
-            raise ProtocolError(f"too many fields ({count}, limit {MAX_FIELDS})")
-        fields = {}
-        for index in range(1, count + 1):
-            if pos + _FIELD_SIZE > stop:
-                raise ProtocolError(f"truncated field {index} of {count}")
-            name_len, kind, value_len = _FIELD.unpack_from(buf, pos)
-            start = pos + _FIELD_SIZE
-            pos = start + name_len + value_len
-            if pos > stop:
-                raise ProtocolError(f"truncated field {index} of {count}")
-            name = buf[start:start + name_len].decode("latin-1")
-            raw = buf[start + name_len:pos]
-            if kind == KIND_TEXT:
-                value: FieldValue = raw.decode("utf-8", "surrogateescape")
-            elif kind == KIND_BYTES:
-                value = raw
-            else:
-                raise ProtocolError(f"invalid kind {kind} for field {index} ({name!r})")
-            if not fieldnames.is_valid(name):
-                name = fieldnames.sanitize(name)
-                self.renamed += 1
-            fields[name] = value
-        if pos != stop:
-            raise ProtocolError(f"frame length mismatch: {stop - pos} bytes left after "
-                                f"the last field")
-        return fields
+def frames(decoder: FrameDecoder, buf: bytes, pos: int, out: List[Record],
+           once: bool = False) -> int:
+    """The decoder's loop: the records of the frames in *buf* from *pos* on, stamped with
+    *decoder*'s pid, uid and gid, appended to *out* (only the first one if *once*). Returns
+    where the first incomplete frame starts (``decoder._need`` then says how many bytes it
+    takes in all), or ``len(buf)``; raises ProtocolError at the first malformed one."""
+    end = len(buf)
+    unpack = _HEAD.unpack_from
+    append = out.append
+    limit = decoder.max_frame
+    pid, uid, gid = decoder.pid, decoder.uid, decoder.gid
+    new_record = Record.__new__
+    while end - pos >= 4:
+        size = _LEN.unpack_from(buf, pos)[0]
+        if size > limit:
+            raise ProtocolError(f"frame of {size} bytes exceeds the {limit}-byte limit")
+        stop = pos + 4 + size
+        if stop > end:
+            decoder._need = stop - pos
+            return pos
+        if size < _BODY_FIXED:
+            raise ProtocolError(f"frame of {size} bytes is shorter than the "
+                                f"{_BODY_FIXED}-byte record header")
+        (_, kind, priority, nfields, line, when,
+         ls, lm, lf, lp, lk, li) = unpack(buf, pos)
+        if kind != TYPE_RECORD:
+            raise ProtocolError(f"unknown frame type {kind}")
+        if priority not in (1, 2, 3, 4):
+            raise ProtocolError(f"invalid priority {priority}")
+        if not 0.0 <= when <= MAX_TIME:     # also refuses NaN
+            raise ProtocolError(f"invalid time {when!r}")
+        a = pos + _HEAD_SIZE
+        b = a + ls
+        c = b + lm
+        d = c + lf
+        e = d + lp
+        f = e + lk
+        g = f + li
+        if g > stop:
+            raise ProtocolError(f"truncated strings: the header declares {g - a} bytes "
+                                f"in a {size}-byte frame")
+        try:
+            source = (buf[a:b] if ls <= MAX_SOURCE else _cut(buf[a:b], MAX_SOURCE)) \
+                .decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("invalid UTF-8 in source") from None
+        # Record's slots filled directly: its keyword constructor costs half again as
+        # much as everything else here (this is the daemon's hottest loop)
+        record = new_record(Record)
+        record.priority = priority
+        record.source = source
+        record.message = buf[b:c].decode("utf-8", "surrogateescape")
+        record.time = when
+        record.line = line
+        record.func = _strict(buf[c:d] if lf <= MAX_FUNC else _cut(buf[c:d], MAX_FUNC),
+                              "func") if lf else None
+        record.file = (buf[d:e] if lp <= MAX_FILE else _cut(buf[d:e], MAX_FILE)) \
+            .decode("utf-8", "surrogateescape") if lp else None
+        record.stack = buf[e:f].decode("utf-8", "surrogateescape") if lk else None
+        record.ident = _strict(buf[f:g] if li <= MAX_IDENT else _cut(buf[f:g], MAX_IDENT),
+                               "ident") if li else None
+        record.fields = _fields(decoder, buf, g, stop, nfields) if nfields else {}
+        record.pid = pid
+        record.uid = uid
+        record.gid = gid
+        record.relayed = True
+        if not nfields and g != stop:
+            raise ProtocolError(f"frame length mismatch: the record ends at byte "
+                                f"{g - pos - 4} of a {size}-byte frame")
+        append(record)
+        pos = stop
+        if once:
+            break
+    return pos
 
 
-# -- the C twin ------------------------------------------------------------------------------
-# bind() refuses (False) a Record whose slots it cannot fill directly: then all pure Python.
-_cwire = native.load("wire")
-_cframes = None
-if _cwire is not None and _cwire.bind(Record, fieldnames.RESERVED, _encode_parts_py,
-                                      MAX_FRAME):
-    _cframes = _cwire.frames
-    encode_parts = _cwire.encode_parts  # noqa: F811 - the same function, in C
-    encode = _cwire.encode              # noqa: F811 - encode_parts of the slots, in C
-    here = _cwire.here
-    here_at = _cwire.here_at
-    FrameSender = _cwire.FrameSender    # type: ignore[misc]  # noqa: F811 - the same, in C
-    RecordHandler = _cwire.RecordHandler
+frames = speedups.pick(frames)
+
+
+def _fields(decoder: FrameDecoder, buf: bytes, pos: int, stop: int,
+            count: int) -> Dict[str, FieldValue]:
+    if count > MAX_FIELDS:
+        raise ProtocolError(f"too many fields ({count}, limit {MAX_FIELDS})")
+    fields: Dict[str, FieldValue] = {}
+    for index in range(1, count + 1):
+        if pos + _FIELD_SIZE > stop:
+            raise ProtocolError(f"truncated field {index} of {count}")
+        name_len, kind, value_len = _FIELD.unpack_from(buf, pos)
+        start = pos + _FIELD_SIZE
+        pos = start + name_len + value_len
+        if pos > stop:
+            raise ProtocolError(f"truncated field {index} of {count}")
+        name = buf[start:start + name_len].decode("latin-1")
+        raw = buf[start + name_len:pos]
+        if kind == KIND_TEXT:
+            value: FieldValue = raw.decode("utf-8", "surrogateescape")
+        elif kind == KIND_BYTES:
+            value = raw
+        else:
+            raise ProtocolError(f"invalid kind {kind} for field {index} ({name!r})")
+        if not fieldnames.is_valid(name):
+            name = fieldnames.sanitize(name)
+            decoder.renamed += 1
+        fields[name] = value
+    if pos != stop:
+        raise ProtocolError(f"frame length mismatch: {stop - pos} bytes left after "
+                            f"the last field")
+    return fields
+
+
+# -- being moved out of the protocol (to the library and the x:virlogd output) ---------------
+class FrameSender:
+    """``sender(record, line)`` is ``client.send_frame(encode(record, ident))``, counted in
+    ``sent``."""
+
+    __slots__ = ("client", "ident", "sent")
+
+    def __init__(self, client: Any, ident: Optional[str] = None) -> None:
+        self.client = client
+        self.ident = ident
+        self.sent = 0
+
+    def __call__(self, record: Record, line: str = "", /) -> None:
+        self.client.send_frame(encode(record, self.ident))
+        self.sent += 1
+
+
+RecordHandler = None
+_getframe = sys._getframe
+here = Record.here
+
+
+def here_at(priority: int, source: str, msg: Any, args: Any, pid: int, depth: int) -> Record:
+    """``here()`` for a call *depth* frames above the one calling this."""
+    if depth < 0:
+        raise ValueError("depth must be 0 or more")
+    frame = _getframe(depth + 1)
+    code = frame.f_code
+    return here(priority, source, msg % args if args else str(msg), code.co_name,
+                frame.f_lineno, code.co_filename, pid, None, None)

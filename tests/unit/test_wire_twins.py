@@ -1,4 +1,4 @@
-"""The C twin of wire (``_cwire.c``) against the pure-Python reference, on random input.
+"""The compiled wire functions (``_speedups.c``) against their pure twins, on random input.
 
 Both must give the same records (every slot, same types), the same errors with the same
 messages, the same ``renamed``, ``pending`` and ``failed``; and the same frames and
@@ -13,28 +13,34 @@ import tracemalloc
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from virlogd.core import native
+from virlogd.core import speedups
 from virlogd.protocol import wire
 from virlogd.core.errors import ProtocolError
 from virlogd.core.record import Record
 
 from callargs import MESSAGES
 
-in_use = pytest.mark.skipif(wire._cframes is None, reason="the C twin of wire is not in use "
-                            "(not built, or VIRLOGD_PURE_PYTHON=1)")
+in_use = pytest.mark.skipif(not speedups.compiled(), reason="the compiled speedups are not "
+                            "in use (not built, or VIRLOGD_PURE_PYTHON=1)")
+C = speedups._speedups
+PURE_FRAMES = speedups.pure(wire.frames)
+PURE_ENCODE_PARTS = speedups.pure(wire.encode_parts)
+PURE_ENCODE = speedups.pure(wire.encode)
 
 
-def test_the_c_twin_is_built_in_ci_and_used_when_built():
-    """CI must measure and test the C twin: a build that silently lost it fails here."""
-    if not native.built("wire"):
+def test_the_compiled_twins_are_built_in_ci_and_used_when_built():
+    """CI must measure and test the compiled speedups: a build that silently lost them (or a
+    Record bind() refuses) fails here."""
+    if not speedups.built():
         if os.environ.get("CI"):
-            pytest.fail("virlogd._cwire was not built (run: pip install -e . with a compiler)")
-        pytest.skip("virlogd._cwire is not built")
-    if not native.PURE:
-        # bind() refused Record (its slots changed?): wire.py silently runs pure Python
-        assert wire._cframes is not None
-        assert wire.encode_parts is wire._cwire.encode_parts
-        assert wire.encode is wire._cwire.encode
+            pytest.fail("virlogd._speedups was not built (run: pip install -e . with a compiler)")
+        pytest.skip("virlogd._speedups is not built")
+    if not speedups.PURE:
+        assert speedups.compiled()
+        assert wire.frames is C.frames and wire.encode_parts is C.encode_parts
+        assert wire.encode is C.encode
+    else:
+        assert not speedups.compiled() and wire.frames is PURE_FRAMES
 
 
 # -- strategies ------------------------------------------------------------------------------
@@ -70,7 +76,7 @@ def parts(draw):
 
 def encode(p):
     p = dict(p)
-    return wire._encode_parts_py(p.pop("priority"), p.pop("source"), p.pop("message"), **p)
+    return PURE_ENCODE_PARTS(p.pop("priority"), p.pop("source"), p.pop("message"), **p)
 
 
 def raw_frame(draw):
@@ -153,12 +159,17 @@ def outcome(decoder, pieces, views):
     return events
 
 
+class PureDecoder(wire.FrameDecoder):
+    """A FrameDecoder whose every feed() runs the pure twin of the frame loop."""
+
+    def feed(self, data):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(wire, "frames", PURE_FRAMES)
+            return super().feed(data)
+
+
 def both(**kwargs):
-    fast = wire.FrameDecoder(**kwargs)
-    pure = wire.FrameDecoder(**kwargs)
-    pure._cframes = None
-    assert fast._cframes is not None
-    return fast, pure
+    return wire.FrameDecoder(**kwargs), PureDecoder(**kwargs)
 
 
 # -- decoding --------------------------------------------------------------------------------
@@ -191,32 +202,30 @@ class TestDecoding:
         fast, pure = both()
         assert outcome(fast, [data], [False]) == outcome(pure, [data], [False])
 
-    def test_the_fast_loop_reports_where_it_stopped(self):
-        """frames() returns (pos, need): need is the size of an incomplete frame at pos."""
-        one = wire._encode_parts_py(2, "s", "m", time=1.0)
-        renamed = wire._encode_parts_py(2, "s", "m", time=1.0, fields={"x": "y"})
+    def test_the_compiled_loop_returns_where_the_incomplete_frame_starts(self):
+        """frames() decodes every frame it can, hands the ones it does not take to the pure
+        twin, and returns where the incomplete one starts (the pure twin sets _need)."""
+        one = PURE_ENCODE_PARTS(2, "s", "m", time=1.0)
+        renamed = PURE_ENCODE_PARTS(2, "s", "m", time=1.0, fields={"x": "y"})
+        decoder = wire.FrameDecoder()
         out = []
-        args = (wire.MAX_FRAME, None, None, None)
-        assert wire._cframes(one * 2 + one[:10], 0, out, *args) == (2 * len(one), len(one))
-        assert wire._cframes(one + renamed + one, 0, out, *args) == (len(one), 0)
-        assert wire._cframes(bytearray(one + b"\x01\x02"), 0, out, *args) == (len(one), 0)
-        assert wire._cframes(memoryview(one)[:len(one) - 1], 0, out, *args) == (0, len(one))
-        assert wire._cframes(one, len(one), out, *args) == (len(one), 0)
-        assert len(out) == 4
-        with pytest.raises(ValueError):
-            wire._cframes(one, len(one) + 1, out, *args)
-        with pytest.raises(ValueError):
-            wire._cframes(one, -1, out, *args)
+        assert C.frames(decoder, one * 2 + one[:10], 0, out) == 2 * len(one)
+        assert decoder._need == len(one)
+        assert C.frames(decoder, one + renamed + one, 0, out) == 2 * len(one) + len(renamed)
+        assert decoder.renamed == 1 and out[3].fields == {"X": "y"}
+        assert C.frames(decoder, one + b"\x01\x02", 0, out) == len(one)
+        assert C.frames(decoder, one, len(one), out) == len(one)
+        assert len(out) == 6
         with pytest.raises(TypeError):
-            wire._cframes("text", 0, out, *args)
+            C.frames(decoder, "text", 0, out)
 
     def test_decoding_leaks_no_reference_and_no_memory(self):
         """Records, bailed-out frames and errors release what the C loop made."""
         pid = 10**30 + 7                       # an object only this test holds
-        good = wire._encode_parts_py(3, "src", "caf\xe9", time=5.0, func="f", file="/x",
+        good = PURE_ENCODE_PARTS(3, "src", "caf\xe9", time=5.0, func="f", file="/x",
                                      stack="s", ident="i", fields={"A": "b", "B": b"c"})
-        renamed = wire._encode_parts_py(2, "src", "m", time=1.0, fields={"a": "b"})
-        bad_func = wire._encode_parts_py(2, "s", "m", time=1.0, func="ff")
+        renamed = PURE_ENCODE_PARTS(2, "src", "m", time=1.0, fields={"a": "b"})
+        bad_func = PURE_ENCODE_PARTS(2, "s", "m", time=1.0, func="ff")
         bad_func = bad_func[:-2] + b"\xff" + bad_func[-1:]
         streams = [good * 50, good * 5 + renamed + good, good + bad_func,
                    good + b"\xff" * 8, good + good[:-1]]
@@ -265,8 +274,8 @@ class TestEncoding:
         p = dict(p)
         args = (p.pop("priority"), p.pop("source"), p.pop("message"))
         kwargs = {k: v for k, v in p.items() if v is not None or k == "fields"}
-        assert encoded(wire._cwire.encode_parts, args, kwargs) == \
-            encoded(wire._encode_parts_py, args, kwargs)
+        assert encoded(C.encode_parts, args, kwargs) == \
+            encoded(PURE_ENCODE_PARTS, args, kwargs)
 
     @settings(max_examples=300, deadline=None)
     @given(priority=odd | st.integers(-2, 6), source=odd, message=odd,
@@ -277,8 +286,8 @@ class TestEncoding:
                                                        kwargs):
         """Wrong types, values and keywords: the same result or the same exception."""
         args = (priority, source, message)
-        assert encoded(wire._cwire.encode_parts, args, kwargs) == \
-            encoded(wire._encode_parts_py, args, kwargs)
+        assert encoded(C.encode_parts, args, kwargs) == \
+            encoded(PURE_ENCODE_PARTS, args, kwargs)
 
     @settings(max_examples=300, deadline=None)
     @given(p=parts(), line=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
@@ -296,64 +305,40 @@ class TestEncoding:
         for name in Record.__slots__:
             setattr(duck, name, getattr(record, name))
         for target in (record, duck):
-            assert encoded(wire._cwire.encode, (target, default), {}) == \
-                encoded(wire._encode_py, (target, default), {})
-        assert encoded(wire._cwire.encode, (record,), {}) == \
-            encoded(wire._encode_py, (record,), {})
-
-    def test_here_builds_the_record_record_here_builds(self):
-        """The library's constructor: every slot as Record.here's, stamped with the clock
-        time.time() reads; fields None -> a fresh {} each time."""
-        import time
-        args = (2, "src", "msg", "f", 7, "/a.py", 4242, None, None)
-        before = time.time()
-        made, reference = wire._cwire.here(*args), Record.here(*args)
-        after = time.time()
-        assert type(made) is Record
-        assert before <= made.time <= after and type(made.time) is float
-        for name in Record.__slots__:
-            if name != "time":
-                assert getattr(made, name) == getattr(reference, name), name
-        assert made.fields == {} and made.fields is not wire._cwire.here(*args).fields
-        given = {"MESSAGE_ID": "x"}
-        assert wire._cwire.here(2, "s", "m", None, 0, None, 1, given, "st").fields is given
-        with pytest.raises(TypeError):
-            wire._cwire.here(*args[:-1])
+            assert encoded(C.encode, (target, default), {}) == \
+                encoded(PURE_ENCODE, (target, default), {})
+        assert encoded(C.encode, (record,), {}) == \
+            encoded(PURE_ENCODE, (record,), {})
 
     def test_encode_takes_its_arguments_by_name_as_the_python_one_does(self):
         """record= and ident= by keyword give the same frame; wrong calls the same
         TypeError, word for word."""
         record = Record(3, "src", "msg", time=1.5, pid=1)
-        frame = wire._encode_py(record, "prog")
+        frame = PURE_ENCODE(record, "prog")
         for c_call in (lambda f: f(record, ident="prog"), lambda f: f(record=record,
                                                                       ident="prog")):
-            assert c_call(wire._cwire.encode) == frame
+            assert c_call(C.encode) == frame
         for args, kwargs in [((), {}), ((record,), {"other": 1}), ((record, "a", "b"), {}),
                              ((record,), {"record": record}), ((), {"ident": "x"})]:
             with pytest.raises(TypeError) as c_error:
-                wire._cwire.encode(*args, **kwargs)
+                C.encode(*args, **kwargs)
             with pytest.raises(TypeError) as py_error:
-                wire._encode_py(*args, **kwargs)
+                PURE_ENCODE(*args, **kwargs)
             assert str(c_error.value) == str(py_error.value)
-
-    def test_here_with_pid_none_is_this_process_as_record_has_it(self):
-        made = wire._cwire.here(2, "s", "m", None, 0, None, None, None, None)
-        assert made.pid == os.getpid() == Record.here(2, "s", "m", None, 0, None, None, None,
-                                                      None).pid
 
     def test_encoding_a_record_with_a_slot_unset_fails_like_python(self):
         record = Record.__new__(Record)
         with pytest.raises(AttributeError):
-            wire._cwire.encode(record)
+            C.encode(record)
         with pytest.raises(AttributeError):
-            wire._encode_py(record)
+            PURE_ENCODE(record)
 
     def test_the_frame_limit_is_the_same(self):
         """A record just under, at and over the limit."""
         for extra in (-1, 0, 1, 2):
             message = "x" * (wire.MAX_FRAME - 40 - 1 + extra)
-            assert encoded(wire._cwire.encode_parts, (2, "s", message), {"time": 1.0}) == \
-                encoded(wire._encode_parts_py, (2, "s", message), {"time": 1.0})
+            assert encoded(C.encode_parts, (2, "s", message), {"time": 1.0}) == \
+                encoded(PURE_ENCODE_PARTS, (2, "s", message), {"time": 1.0})
 
     def test_positional_and_keyword_forms_are_the_python_ones(self):
         """Fewer, more or keyword-passed leading arguments behave as in Python."""
@@ -361,8 +346,8 @@ class TestEncoding:
                              ((2, "s", "m", 1.0), {}), ((), {"priority": 2, "source": "s",
                                                               "message": "m", "time": 1.0}),
                              ((2, "s", "m"), {})]:
-            assert encoded(wire._cwire.encode_parts, args, kwargs) == \
-                encoded(wire._encode_parts_py, args, kwargs)
+            assert encoded(C.encode_parts, args, kwargs) == \
+                encoded(PURE_ENCODE_PARTS, args, kwargs)
 
     def test_encoding_leaks_no_reference_and_no_memory(self):
         """The fast path and the hand-over to Python release what they made."""
@@ -375,7 +360,7 @@ class TestEncoding:
 
         def run():
             for args, kwargs in calls:
-                encoded(wire._cwire.encode_parts, args, kwargs)
+                encoded(C.encode_parts, args, kwargs)
 
         run()
         before = sys.getrefcount(message)
@@ -390,151 +375,3 @@ class TestEncoding:
             tracemalloc.stop()
         assert sys.getrefcount(message) == before
         assert grown < 20000, f"{grown} bytes kept by 2000 rounds"
-
-
-# -- here_at: the library's usual call -------------------------------------------------------
-HERE_AT = [pytest.param(wire._here_at_py, id="pure")]
-if wire._cframes is not None:
-    HERE_AT.append(pytest.param(wire._cwire.here_at, id="c"))
-SLOTS = ("priority", "source", "message", "func", "line", "file", "pid", "fields", "stack",
-         "uid", "gid", "ident", "relayed")
-
-
-@pytest.mark.parametrize("here_at", HERE_AT)
-def test_here_at_makes_the_record_of_the_call_depth_frames_up(here_at):
-    def logger_method():                 # stands for Logger.info: depth 1 is its caller
-        return here_at(2, "app.io", "x=%d %s", (5, "y"), 4711, 1)
-
-    def caller():
-        return logger_method()
-    before = __import__("time").time()
-    rec = caller()
-    after = __import__("time").time()
-    assert type(rec) is Record and before - 0.001 <= rec.time <= after + 0.001
-    assert tuple(getattr(rec, name) for name in SLOTS) == (
-        2, "app.io", "x=5 y", "caller", caller.__code__.co_firstlineno + 1, __file__, 4711,
-        {}, None, None, None, None, False)
-
-
-@pytest.mark.parametrize("here_at", HERE_AT)
-def test_here_at_refuses_a_bad_depth_as_sys_getframe_does(here_at):
-    with pytest.raises(ValueError, match="^depth must be 0 or more$"):
-        here_at(1, "s", "m", (), 1, -1)
-    with pytest.raises(ValueError, match="^call stack is not deep enough$"):
-        here_at(1, "s", "m", (), 1, 10 ** 4)
-
-
-@in_use
-@settings(max_examples=300, deadline=None)
-@given(msg=st.one_of(any_text, st.sampled_from(MESSAGES)),
-       args=st.one_of(st.just(()), st.lists(st.one_of(st.integers(), any_text), max_size=3)
-                      .map(tuple), st.sampled_from([[], [1], {"x": 1}, 0, None])),
-       pid=st.one_of(st.integers(), st.none()), source=optional_text)
-def test_here_at_gives_what_pure_python_gives(msg, args, pid, source):
-    def outcome(here_at):
-        try:
-            rec = here_at(3, source, msg, args, pid, 0)
-        except Exception as err:    # noqa: BLE001 - the errors are what is compared
-            return ("raised", type(err), str(err))
-        return tuple((getattr(rec, name), type(getattr(rec, name))) for name in SLOTS)
-    assert outcome(wire._cwire.here_at) == outcome(wire._here_at_py)
-
-
-@pytest.mark.skipif(sys.version_info < (3, 10), reason="before 3.10 a code object with "
-                    "no line table gives its first line, never an unknown one")
-@pytest.mark.parametrize("here_at", HERE_AT)
-def test_here_at_a_line_the_code_does_not_know_is_none(here_at):
-    """f_lineno is None for code without a line table; so is the record's line."""
-    def caller():
-        return here_at(2, "s", "m", (), 1, 0)
-    caller.__code__ = caller.__code__.replace(co_linetable=b"")
-    assert caller().line is None
-
-
-# -- FrameSender: the x:virlogd output's handle() ----------------------------------------------
-SENDERS = [pytest.param(wire._FrameSenderPy, id="pure")]
-if wire._cframes is not None:
-    SENDERS.append(pytest.param(wire._cwire.FrameSender, id="c"))
-
-
-class Collecting:
-    """A client that keeps what it is given; fails when told to."""
-
-    def __init__(self):
-        self.frames = []
-        self.fail = None
-
-    def send_frame(self, frame):
-        if self.fail:
-            raise self.fail
-        self.frames.append(frame)
-
-
-@pytest.mark.parametrize("sender_type", SENDERS)
-def test_a_frame_sender_sends_the_frame_of_each_record_and_counts_it(sender_type):
-    client = Collecting()
-    sender = sender_type(client, "prog")
-    plain = Record(2, "app.io", "hello", time=1.5, pid=1, func="f", line=3, file="/a.py")
-    named = Record(3, "app", "x", time=2.0, pid=1, ident="mine")
-    sender(plain, "the line is not used")
-    sender(named)
-    assert client.frames == [wire._encode_py(plain, "prog"), wire._encode_py(named, "prog")]
-    assert sender.sent == 2 and (sender.client, sender.ident) == (client, "prog")
-    # a record that cannot be encoded, or a client that refuses it: raised, not counted
-    with pytest.raises(ValueError, match="^invalid priority 9"):
-        sender(Record(9, "s", "m", time=1.0, pid=1))
-    client.fail = OSError(32, "gone")
-    with pytest.raises(OSError, match="gone"):
-        sender(plain)
-    assert sender.sent == 2 and len(client.frames) == 2
-
-
-@pytest.mark.parametrize("sender_type", SENDERS)
-def test_a_frame_sender_asks_the_client_for_send_frame_on_every_call(sender_type):
-    """A forked child's client gets a new queue (a new send_frame): the next record goes there."""
-    client, later = Collecting(), []
-    sender = sender_type(client)
-    sender(Record(2, "s", "one", time=1.0, pid=1))
-    client.send_frame = later.append
-    sender(Record(2, "s", "two", time=1.0, pid=1))
-    assert len(client.frames) == 1 and len(later) == 1 and b"two" in later[0]
-
-
-@in_use
-def test_both_frame_senders_refuse_wrong_calls_with_the_same_words():
-    record = Record(2, "s", "m", time=1.0, pid=1)
-    for args, kwargs in [((), {}), ((record, "l", "x"), {}), ((record,), {"line": "l"}),
-                         ((), {"record": record}), ((record,), {"other": 1}),
-                         ((), {"record": record, "line": "l"}),
-                         ((record, "l", "x"), {"other": 1}), ((), {"other": 1, "line": "l"}),
-                         ((record,), {"self": 1}), ((record,), {"line": "l", "self": 1})]:
-        outcomes = set()
-        for sender_type in (wire._FrameSenderPy, wire._cwire.FrameSender):
-            with pytest.raises(TypeError) as err:
-                sender_type(Collecting())(*args, **kwargs)
-            outcomes.add(str(err.value))
-        assert len(outcomes) == 1, outcomes
-
-
-@in_use
-def test_the_c_frame_sender_keeps_no_reference():
-    client, record = Collecting(), Record(2, "s", "m", time=1.0, pid=1)
-    sender = wire._cwire.FrameSender(client, "p")
-    client.fail = OSError(5, "no")
-    before = (sys.getrefcount(client), sys.getrefcount(record))
-    for _ in range(1000):
-        with pytest.raises(OSError):
-            sender(record)
-    client.fail = None
-    for _ in range(1000):
-        sender(record)
-    client.frames.clear()
-    assert (sys.getrefcount(client), sys.getrefcount(record)) == before
-
-
-@pytest.mark.parametrize("sender_type", SENDERS)
-def test_a_frame_sender_looks_up_send_frame_before_encoding(sender_type):
-    """With no send_frame and a record that cannot be encoded, the missing method is what
-    is said (the Python expression's order)."""
-    with pytest.raises(AttributeError, match="send_frame"):
-        sender_type(object())(Record(9, "s", "m", time=1.0, pid=1))

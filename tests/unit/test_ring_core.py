@@ -1,7 +1,8 @@
-"""The C core of the ring buffer on its own: misuse raises, never crashes, and leaks nothing.
+"""The ring's core on its own, compiled and pure side by side: the same layout and pointers;
+misuse raises, never crashes, and leaks nothing.
 
-RingBuffer's behaviour (against pure Python) is tested in test_ring.py; these run whenever the
-core is built, even with VIRLOGD_PURE_PYTHON=1.
+RingBuffer (the file, its header, recover) is tested in test_ring.py; the compiled core is
+tested here whenever it is built, even with VIRLOGD_PURE_PYTHON=1.
 """
 import array
 import importlib
@@ -11,14 +12,23 @@ import sys
 
 import pytest
 
-from virlogd.core import native
+from virlogd.core import ring, speedups
 
-if not native.built("ring"):
-    pytest.skip("virlogd._cring is not built", allow_module_level=True)
-Core = importlib.import_module("virlogd._cring").Core
+COMPILED = importlib.import_module("virlogd._speedups").RingCore if speedups.built() else None
+compiled_only = pytest.mark.skipif(COMPILED is None, reason="virlogd._speedups is not built")
 
 
-def test_a_bytearray_area_holds_length_prefixed_entries():
+@pytest.fixture(params=["compiled", "pure"])
+def Core(request):
+    """RingCore in the implementation under test."""
+    if request.param == "pure":
+        return ring.RingCore
+    if COMPILED is None:
+        pytest.skip("virlogd._speedups is not built")
+    return COMPILED
+
+
+def test_a_bytearray_area_holds_length_prefixed_entries(Core):
     """The area is the file format's: u32 LE length, then the bytes, wrapping at the end."""
     area = bytearray(16)
     core = Core(area, 16)
@@ -29,7 +39,7 @@ def test_a_bytearray_area_holds_length_prefixed_entries():
     assert area[10:14] == struct.pack("<I", 3) and area[14:16] + area[:1] == b"ghi"
 
 
-def test_the_header_pointers_follow_every_change():
+def test_the_header_pointers_follow_every_change(Core):
     """With pointers_at, head/tail/used are written there as three u32 LE."""
     buf = bytearray(16 + 20)
     core = Core(buf, 20, 16, 4)
@@ -41,15 +51,16 @@ def test_the_header_pointers_follow_every_change():
     assert struct.unpack_from("<III", buf, 4) == (0, 0, 0)
 
 
+@compiled_only
 def test_tail_and_used_must_be_one_aligned_word():
     """They are stored together in one atomic 8-byte store, which needs 8-byte alignment
     (ring.py's header puts them at 16 of a page-aligned mapping)."""
     with pytest.raises(ValueError, match="^the header's tail and used must be 8-byte "
                                          "aligned in the buffer$"):
-        Core(bytearray(64), 32, 32, 0)
+        COMPILED(bytearray(64), 32, 32, 0)
 
 
-def test_a_released_core_raises_value_error_and_frees_the_mapping():
+def test_a_released_core_raises_value_error_and_frees_the_mapping(Core):
     """release() lets the mmap close; later writes and reads raise ValueError, not crash."""
     area = mmap.mmap(-1, 64)
     core = Core(area, 32, 32, 4)
@@ -62,8 +73,6 @@ def test_a_released_core_raises_value_error_and_frees_the_mapping():
     assert core.closed
     with pytest.raises(ValueError, match="closed"):
         core.append(b"hello")
-    with pytest.raises(ValueError, match="closed"):
-        core.append_many([b"hello"])
     with pytest.raises(ValueError, match="closed"):
         core.entries()
     core.append(b"x" * 40)                          # too large: counted, as ring.py does
@@ -84,45 +93,30 @@ def test_a_released_core_raises_value_error_and_frees_the_mapping():
     ((bytearray(20), 8, 12, 9), ValueError),        # pointers past the end
     ((bytearray(20), 8, 12, -2), ValueError),
 ])
-def test_a_bad_layout_is_refused(args, error):
+def test_a_bad_layout_is_refused(Core, args, error):
     """The area and the pointers must fit in the buffer, apart."""
     with pytest.raises(error):
         Core(*args)
 
 
-def test_entries_that_are_not_bytes_like_are_refused():
+def test_entries_that_are_not_bytes_like_are_refused(Core):
     """append takes any bytes-like object; anything else is a TypeError that changes nothing."""
     core = Core(bytearray(64), 64)
     core.append(array.array("H", [0x4142, 0x4344]))
     with pytest.raises(TypeError):
         core.append("text")
     with pytest.raises(TypeError):
-        core.append_many([b"ok", None, b"never"])
-    with pytest.raises(TypeError):
-        core.append_many(42)
-    assert core.entries() == [b"BADC" if sys.byteorder == "little" else b"ABCD", b"ok"]
-
-
-def test_a_failing_iterable_keeps_what_came_before_it():
-    """append_many takes entries one at a time, as ring.py: a generator that raises half-way
-    leaves the entries before it stored."""
-    core = Core(bytearray(64), 64)
-
-    def entries():
-        yield b"a"
-        yield b"b"
-        raise RuntimeError("source broke")
-    with pytest.raises(RuntimeError, match="source broke"):
-        core.append_many(entries())
-    assert core.entries() == [b"a", b"b"]
+        core.append(None)
+    assert core.entries() == [b"BADC" if sys.byteorder == "little" else b"ABCD"]
 
 
 @pytest.mark.parametrize("prefix", [0xFFFFFFFC, 0x80000000, 61])
+@compiled_only
 def test_a_forged_length_prefix_never_overruns(prefix):
     """A foreign write to the ring file (a length larger than what is stored) stops the
     reader and makes the writer forget the area, never a hang or a read out of bounds."""
     area = bytearray(64)
-    core = Core(area, 64)
+    core = COMPILED(area, 64)
     core.append(b"x" * 20)
     struct.pack_into("<I", area, 0, prefix)
     assert core.entries() == []
@@ -131,23 +125,23 @@ def test_a_forged_length_prefix_never_overruns(prefix):
     assert core.entries()[-1] == b"y" * 20 and core.used <= 64
 
 
-def test_a_zero_capacity_ring_stores_nothing():
+def test_a_zero_capacity_ring_stores_nothing(Core):
     """Smaller than one prefix: every entry is skipped (and nothing divides by zero)."""
     core = Core(bytearray(0), 0)
     core.append(b"")
     assert (core.entries(), core.used, core.skipped) == ([], 0, 1)
 
 
+@compiled_only
 def test_no_references_leak():
     """Appending and reading back leaves every refcount as it was."""
-    core = Core(bytearray(256), 256)
+    core = COMPILED(bytearray(256), 256)
     data, view, batch = b"r" * 40, memoryview(b"m" * 40), [b"b" * 30] * 3
     before = [sys.getrefcount(x) for x in (data, view, batch, batch[0])]
     for _ in range(1000):
         core.append(data)
         core.append(view)
-        core.append_many(batch)
-        core.append_many(tuple(batch))
+        core.append(batch[0])
     assert [sys.getrefcount(x) for x in (data, view, batch, batch[0])] == before
     entries = core.entries()
     assert entries and all(sys.getrefcount(entries[i]) == 2 for i in range(len(entries)))

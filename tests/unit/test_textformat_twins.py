@@ -1,4 +1,4 @@
-"""The C twin of textformat (``_ctext.c``) against the pure-Python reference, on random input.
+"""The compiled textformat functions (``_speedups.c``) against their pure twins, on random input.
 
 For every record, the same text line (with and without the stack), the same ring entry, the
 same dump text; and for odd values (which the twin hands to Python) the same exception with the
@@ -13,28 +13,30 @@ import sys
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from virlogd.core import native, textformat
+from virlogd.core import speedups, textformat
 from virlogd.core.record import Record
 
 from callargs import MESSAGES
 
-C = textformat._NATIVE
-in_use = pytest.mark.skipif(C is None, reason="the C twin of textformat is not in use "
-                            "(not built, or VIRLOGD_PURE_PYTHON=1)")
+PURE_FORMAT_LINE = speedups.pure(textformat.format_line)
+PURE_PACK_RECORD = speedups.pure(textformat.pack_record)
+PURE_PACK_PARTS = speedups.pure(textformat.pack_parts)
+PURE_ENTRY_TEXT = speedups.pure(textformat.entry_text)
+
+C = speedups._speedups
+in_use = pytest.mark.skipif(not speedups.compiled(), reason="the compiled speedups are not in "
+                            "use (not built, or VIRLOGD_PURE_PYTHON=1)")
 
 LAST_SECOND = 253402300799     # 9999-12-31 23:59:59, the last the twin formats itself
 
 
-def test_the_c_twin_is_built_in_ci_and_used_when_built():
-    """CI must measure and test the C twin: a build that silently lost it fails here."""
-    if not native.built("text"):
-        if os.environ.get("CI"):
-            pytest.fail("virlogd._ctext was not built (run: pip install -e . with a compiler)")
-        pytest.skip("virlogd._ctext is not built")
-    if not native.PURE:
-        assert C is not None
-        for name in ("format_line", "pack_record", "pack_parts", "pack_here", "entry_text"):
-            assert getattr(textformat, name) is getattr(C, name)
+def test_textformat_picks_the_compiled_twins_when_they_are_in_use():
+    """speedups.pick gave textformat the compiled functions (test_wire_twins.py checks that
+    CI built them at all)."""
+    for name in ("format_line", "pack_record", "pack_parts", "entry_text"):
+        chosen = getattr(textformat, name)
+        assert (chosen is getattr(C, name, None)) == speedups.compiled()
+        assert speedups.pure(chosen).__module__ == "virlogd.core.textformat"
 
 
 def outcome(function, *args, **kwargs):
@@ -123,7 +125,7 @@ def _same_line(rec):
     for args, kwargs in (((rec,), {}), ((rec, False), {}), ((rec, True), {}),
                          ((rec,), {"with_stack": True}), ((rec, None), {}), ((rec, 1), {})):
         assert outcome(C.format_line, *args, **kwargs) == \
-            outcome(textformat._pure_format_line, *args, **kwargs)
+            outcome(PURE_FORMAT_LINE, *args, **kwargs)
 
 
 # -- the line --------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ def test_the_prefix_cache_follows_time_pid_and_level(keys, message):
 def test_a_record_with_an_unset_field_raises_the_same(rec):
     """A slot that was never set raises Python's AttributeError (or is never read)."""
     _same_line(rec)
-    assert outcome(C.pack_record, rec) == outcome(textformat._pure_pack_record, rec)
+    assert outcome(C.pack_record, rec) == outcome(PURE_PACK_RECORD, rec)
 
 
 class NotARecord:
@@ -170,19 +172,19 @@ class NotARecord:
 def test_other_objects_and_arguments_go_to_python():
     """Anything but a Record, and calls Python would refuse, give Python's answer."""
     duck = NotARecord(time=1.5, pid=1, priority=1, func="f", line=2, message="m", stack=None)
-    assert C.format_line(duck) == textformat._pure_format_line(duck)
-    assert C.pack_record(duck) == textformat._pure_pack_record(duck)
+    assert C.format_line(duck) == PURE_FORMAT_LINE(duck)
+    assert C.pack_record(duck) == PURE_PACK_RECORD(duck)
     rec = Record(1, "s", "m", time=1.5, pid=1)
     for args, kwargs in (((), {}), ((rec, False, 3), {}), ((rec,), {"stack": True}),
                          ((), {"record": rec})):
         assert outcome(C.format_line, *args, **kwargs) == \
-            outcome(textformat._pure_format_line, *args, **kwargs)
+            outcome(PURE_FORMAT_LINE, *args, **kwargs)
     assert outcome(C.pack_parts, 1.0, 1, 1, 1, None) == \
-        outcome(textformat._pure_pack_parts, 1.0, 1, 1, 1, None)
+        outcome(PURE_PACK_PARTS, 1.0, 1, 1, 1, None)
     assert outcome(C.pack_parts, 1.0, 1, 1, 1, None, message="m") == \
-        outcome(textformat._pure_pack_parts, 1.0, 1, 1, 1, None, message="m")
+        outcome(PURE_PACK_PARTS, 1.0, 1, 1, 1, None, message="m")
     assert outcome(C.entry_text, bytearray(b"x")) == \
-        outcome(textformat._pure_entry_text, bytearray(b"x"))
+        outcome(PURE_ENTRY_TEXT, bytearray(b"x"))
 
 
 # -- the ring entry --------------------------------------------------------------------------
@@ -191,15 +193,15 @@ def test_other_objects_and_arguments_go_to_python():
 @given(records())
 def test_pack_record_and_pack_parts_are_the_same(rec):
     """The same bytes, or the same exception (struct.error, UnicodeEncodeError...)."""
-    expected = outcome(textformat._pure_pack_record, rec)
+    expected = outcome(PURE_PACK_RECORD, rec)
     assert outcome(C.pack_record, rec) == expected
     parts = (rec.time, rec.pid, rec.line, rec.priority, rec.func, rec.message)
-    assert outcome(C.pack_parts, *parts) == outcome(textformat._pure_pack_parts, *parts)
+    assert outcome(C.pack_parts, *parts) == outcome(PURE_PACK_PARTS, *parts)
     if not rec.relayed:       # a relayed record's entry keeps its source too
         assert outcome(C.pack_parts, *parts) == expected
     if expected[0] == "returned":
         entry = expected[2]
-        assert outcome(C.entry_text, entry) == outcome(textformat._pure_entry_text, entry)
+        assert outcome(C.entry_text, entry) == outcome(PURE_ENTRY_TEXT, entry)
 
 
 @in_use
@@ -221,89 +223,4 @@ def test_pack_record_and_pack_parts_are_the_same(rec):
 ))
 def test_entry_text_is_the_same(entry):
     """Any entry, even corrupt: the same text, or the same exception."""
-    assert outcome(C.entry_text, entry) == outcome(textformat._pure_entry_text, entry)
-
-
-# -- pack_here: the library's debug path -----------------------------------------------------
-HERE_IMPLS = [pytest.param(textformat._pure_pack_here, id="pure")]
-if C is not None:
-    HERE_IMPLS.append(pytest.param(C.pack_here, id="c"))
-
-
-def _without_time(entry):
-    return entry[:1] + entry[9:]
-
-
-@pytest.mark.parametrize("pack_here", HERE_IMPLS)
-def test_pack_here_takes_the_call_site_depth_frames_up_and_the_clock_now(pack_here):
-    def logger_method():                 # stands for Logger.debug: depth 1 is its caller
-        return pack_here(1, "x=%d %s", (5, "y"), 4711, 1)
-
-    def caller():
-        return logger_method()
-    before = __import__("time").time()
-    entry = caller()
-    after = __import__("time").time()
-    when, pid, line, priority, _ = struct.unpack_from("<xdiiBH", entry)
-    assert before - 0.001 <= when <= after + 0.001
-    assert (pid, line, priority) == (4711, caller.__code__.co_firstlineno + 1, 1)
-    assert textformat.entry_text(entry).endswith(": 4711: debug : caller:%d : x=5 y\n" % line)
-
-
-@pytest.mark.parametrize("pack_here", HERE_IMPLS)
-def test_pack_here_lines_are_right_in_long_functions_and_new_code(pack_here):
-    """The C twin caches lines by (code, instruction): every call still gets its own line,
-    in a long function, from two places in one function, and in code compiled again."""
-    for shift in (0, 3, 0, 7):
-        src = ("def long(pack_here):\n" + "    x = 1\n" * (300 + shift)
-               + "    a = pack_here(2, 'a', (), 1, 0)\n    b = pack_here(2, 'b', (), 1, 0)\n"
-               + "    return a, b\n")
-        scope = {}
-        exec(compile(src, "<long>", "exec"), scope)
-        for _ in range(3):
-            a, b = scope["long"](pack_here)
-            assert struct.unpack_from("<xdiiBH", a)[2] == 302 + shift
-            assert struct.unpack_from("<xdiiBH", b)[2] == 303 + shift
-    # more call sites in one function than the cache has slots: some share a slot
-    src = ("def many(pack_here):\n    out = []\n"
-           + "    out.append(pack_here(2, 'm', (), 1, 0))\n" * 600 + "    return out\n")
-    scope = {}
-    exec(compile(src, "<many>", "exec"), scope)
-    for _ in range(2):
-        got = [struct.unpack_from("<xdiiBH", e)[2] for e in scope["many"](pack_here)]
-        assert got == list(range(3, 603))
-
-
-@pytest.mark.parametrize("pack_here", HERE_IMPLS)
-def test_pack_here_refuses_a_bad_depth_as_sys_getframe_does(pack_here):
-    assert outcome(pack_here, 1, "m", (), 1, -1) == \
-        ("raised", ValueError, "depth must be 0 or more")
-    assert outcome(pack_here, 1, "m", (), 1, 10 ** 4) == \
-        ("raised", ValueError, "call stack is not deep enough")
-
-
-@in_use
-@settings(max_examples=500, deadline=None)
-@given(priority=priorities, pid=pids,
-       msg=st.one_of(texts, st.sampled_from(MESSAGES)),
-       args=st.one_of(st.just(()), st.lists(st.one_of(st.integers(), texts), max_size=3)
-                      .map(tuple)))
-def test_pack_here_gives_what_pure_python_gives(priority, msg, args, pid):
-    """The same entry but for its time, or the same exception and message."""
-    def site(pack_here):
-        return outcome(pack_here, priority, msg, args, pid, 0)
-    c, py = site(C.pack_here), site(textformat._pure_pack_here)
-    if c[0] == py[0] == "returned":
-        c, py = _without_time(c[2]), _without_time(py[2])
-    assert c == py
-
-
-@pytest.mark.skipif(sys.version_info < (3, 10), reason="before 3.10 a code object with "
-                    "no line table gives its first line, never an unknown one")
-@pytest.mark.parametrize("pack_here", HERE_IMPLS)
-def test_pack_here_a_line_the_code_does_not_know_is_zero(pack_here):
-    """f_lineno is None for code without a line table: packed as 0, as pack_parts does."""
-    def caller():
-        return pack_here(2, "m", (), 1, 0)
-    caller.__code__ = caller.__code__.replace(co_linetable=b"")
-    assert struct.unpack_from("<xdiiBH", caller())[2] == 0
+    assert outcome(C.entry_text, entry) == outcome(PURE_ENTRY_TEXT, entry)
