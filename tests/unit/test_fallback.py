@@ -39,6 +39,8 @@ def test_records_every_output_failed_on_go_to_the_fallback_until_it_works_again(
         router.route(Record(3, "src", f"lost {i}"))
     router.flush()
     text = lines_of(fallback_file)
+    assert [line.split(" : ", 1)[1] for line in text[:2]] == [   # as from the router
+        f"virlogd version: {OutputContext().version}", "hostname: h"]
     assert [line.split(" : ", 1)[1] for line in text[2:]] == [
         f"no output took a record (output '1:syslog:app' failed: cannot reach syslog at "
         f"{receiver_path}: No such file or directory); records that no output takes go to "

@@ -31,14 +31,14 @@ from virlogd.core.record import Record
 from virlogd.core.specs import OutputSpec
 
 PID = os.getpid()
-SEED_ID = "8ae2f3fb-2dbe-498e-8fbd-012d40afa361"
+LIBVIRT_ID = "8ae2f3fb-2dbe-498e-8fbd-012d40afa361"
 
 
-def seed_record(message="Failed to probe capabilities for /bin/qemu-system-xtensa",
+def libvirt_record(message="Failed to probe capabilities for /bin/qemu-system-xtensa",
                 **kw) -> Record:
     args = dict(func="virQEMUCapsNewForBinaryInternal", line=5411,
                 file="../src/qemu/qemu_capabilities.c", pid=PID,
-                fields={"MESSAGE_ID": SEED_ID, "LIBVIRT_QEMU_BINARY": "/bin/qemu-system-xtensa"})
+                fields={"MESSAGE_ID": LIBVIRT_ID, "LIBVIRT_QEMU_BINARY": "/bin/qemu-system-xtensa"})
     args.update(kw)
     return Record(4, "qemu.qemu_capabilities", message, **args)
 
@@ -119,9 +119,9 @@ def test_the_usual_record_never_builds_the_fields_dict(monkeypatch):
 
 
 # -- the fields of one entry -----------------------------------------------------------------
-def test_the_seed_record_gives_libvirts_fields_in_libvirts_order():
+def test_a_libvirt_record_gives_libvirts_fields_in_libvirts_order():
     """MESSAGE, PRIORITY, SYSLOG_FACILITY, LIBVIRT_SOURCE, CODE_*, then the record's fields."""
-    assert journal_fields(seed_record(), PID) == {
+    assert journal_fields(libvirt_record(), PID) == {
         "MESSAGE": "Failed to probe capabilities for /bin/qemu-system-xtensa",
         "PRIORITY": "3",
         "SYSLOG_FACILITY": "3",
@@ -129,10 +129,10 @@ def test_the_seed_record_gives_libvirts_fields_in_libvirts_order():
         "CODE_FILE": "../src/qemu/qemu_capabilities.c",
         "CODE_LINE": "5411",
         "CODE_FUNC": "virQEMUCapsNewForBinaryInternal",
-        "MESSAGE_ID": SEED_ID,
+        "MESSAGE_ID": LIBVIRT_ID,
         "LIBVIRT_QEMU_BINARY": "/bin/qemu-system-xtensa",
     }
-    assert list(journal_fields(seed_record(), PID)) == [
+    assert list(journal_fields(libvirt_record(), PID)) == [
         "MESSAGE", "PRIORITY", "SYSLOG_FACILITY", "LIBVIRT_SOURCE", "CODE_FILE", "CODE_LINE",
         "CODE_FUNC", "MESSAGE_ID", "LIBVIRT_QEMU_BINARY"]
 
@@ -225,14 +225,14 @@ def output_to(sock, **kw) -> JournaldOutput:
 
 def test_a_record_is_one_datagram_holding_exactly_its_encoded_fields(receiver):
     """handle() sends the entry's fields, nothing else, in one datagram."""
-    output_to(receiver).handle(seed_record(), "")
-    assert receive(receiver) == ("dgram", b"".join(encode_entry(journal_fields(seed_record(),
+    output_to(receiver).handle(libvirt_record(), "")
+    assert receive(receiver) == ("dgram", b"".join(encode_entry(journal_fields(libvirt_record(),
                                                                                PID))), None)
 
 
 def test_an_entry_too_big_for_a_datagram_goes_in_a_sealed_memfd(receiver):
     """1 MiB: a file descriptor, sealed against every change, holding the whole entry."""
-    record = seed_record(message="x" * (1 << 20))
+    record = libvirt_record(message="x" * (1 << 20))
     output_to(receiver).handle(record, "")
     how, payload, seals = receive(receiver)
     assert how == "fd"
@@ -246,7 +246,7 @@ def test_a_missing_journal_socket_raises_a_delivery_error_saying_so(tmp_path):
     path = str(tmp_path / "socket")
     out = JournaldOutput(OutputSpec(1, "journald"), OutputContext(pid=PID), path=path)
     with pytest.raises(DeliveryError) as err:
-        out.handle(seed_record(), "")
+        out.handle(libvirt_record(), "")
     assert str(err.value) == f"cannot reach journald at {path}: No such file or directory"
 
 
@@ -256,13 +256,13 @@ def test_a_stale_journal_socket_raises_connection_refused_then_recovers(receiver
     out = output_to(receiver)
     receiver.close()
     with pytest.raises(DeliveryError) as err:
-        out.handle(seed_record(), "")
+        out.handle(libvirt_record(), "")
     assert str(err.value) == f"cannot reach journald at {path}: Connection refused"
     os.unlink(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as again:
         again.bind(path)
         again.settimeout(5)
-        out.handle(seed_record(message="back"), "")
+        out.handle(libvirt_record(message="back"), "")
         assert b"MESSAGE=back\n" in receive(again)[1]
 
 
@@ -273,18 +273,18 @@ def test_a_journald_that_does_not_read_costs_one_bounded_wait_then_drops_are_cou
     start = time.monotonic()
     with pytest.raises(DeliveryError) as err:
         for sent in range(1, 1000):       # net.unix.max_dgram_qlen (10 here) fills the queue
-            out.handle(seed_record(), "")
+            out.handle(libvirt_record(), "")
     assert str(err.value) == (f"journald at {receiver.getsockname()} is not keeping up: "
                               f"record dropped (1 dropped so far)")
     assert 0.15 < time.monotonic() - start < 5
     again = time.monotonic()
     with pytest.raises(DeliveryError) as err:
-        out.handle(seed_record(), "")
+        out.handle(libvirt_record(), "")
     assert time.monotonic() - again < 0.1
     assert str(err.value).endswith("record dropped (2 dropped so far)")
     assert out.dropped == 2
     receive(receiver)                      # journald reads again: the next send succeeds
-    out.handle(seed_record(message="flowing"), "")
+    out.handle(libvirt_record(message="flowing"), "")
 
 
 # -- the same bytes as libsystemd ------------------------------------------------------------
@@ -330,13 +330,13 @@ def as_sendv_lines(fields) -> list:
 
 
 @pytest.mark.parametrize("record", [
-    Record(4, "qemu.qemu_capabilities", "seed", func="f", line=1, file="a.c", pid=4242,
-           ident="libvirtd", fields={"MESSAGE_ID": SEED_ID, "LIBVIRT_QEMU_BINARY": "/bin/q"}),
+    Record(4, "qemu.qemu_capabilities", "probe failed", func="f", line=1, file="a.c", pid=4242,
+           ident="libvirtd", fields={"MESSAGE_ID": LIBVIRT_ID, "LIBVIRT_QEMU_BINARY": "/bin/q"}),
     Record(1, "util", "first line\nsecond line\n", pid=4242, ident="x",
            fields={"LIBVIRT_XML": "<domain>\n  <name>x</name>\n</domain>"}),
     Record(2, "util", "caf\u00e9 \udcff", pid=4242, ident="x", fields={"RAW": b"\x01\xff"}),
     Record(3, "util", "m" * 300_000, pid=4242, ident="big"),
-], ids=["seed", "newlines", "non-utf8", "300kB"])
+], ids=["libvirt", "newlines", "non-utf8", "300kB"])
 def test_the_wire_bytes_are_the_same_as_sd_journal_sendv(record):
     """For the same fields, our datagram (or memfd) holds what libsystemd would send."""
     fields = journal_fields(record, PID)

@@ -3,10 +3,11 @@ import os
 
 from virlogd.core.filters import FilterSet
 from virlogd.outputs import OutputContext, build
+from virlogd.outputs.base import Output
 from virlogd.core.record import Record
 from virlogd.core.ring import RingBuffer
 from virlogd.core.router import Router, RouterState
-from virlogd.core.specs import parse_filters, parse_outputs
+from virlogd.core.specs import OutputSpec, parse_filters, parse_outputs
 from virlogd.core.textformat import entry_text, format_line, pack_record
 
 CTX = OutputContext(pid=4711, hostname="testhost")
@@ -162,6 +163,35 @@ def test_the_router_writes_the_headers_and_counts_an_outputs_records(tmp_path, c
     assert [line.split(" : ")[-1] for line in capfd.readouterr().err.splitlines()][2:] == [
         "m0", "m1", "m2", "m3", "m4"]
     assert [out["written"] for out in router.stats()["outputs"]] == [5, 5]
+
+
+class OnlyHandle(Output):
+    """An output as anyone would write one: handle() and nothing else."""
+
+    def __init__(self, level):
+        super().__init__(OutputSpec(level, "stderr"), CTX)
+        self.seen = []
+
+    def handle(self, record, line):
+        if record.message == "refused":
+            raise OSError(5, "Input/output error")
+        self.seen.append((record.message, record.time))
+
+
+def test_an_output_that_implements_only_handle_gets_its_headers_and_counters():
+    """The router gives it the two headers before its first record (stamped with that
+    record's time), counts what it took and what it refused, and reads its dropped."""
+    out = OnlyHandle(3)
+    router = Router(RouterState(FilterSet((), 1), [out]))
+    router.route(Record(2, "app", "below its level", time=5.0))
+    router.route(Record(3, "app", "first", time=7.0))
+    router.route(Record(3, "app", "refused", time=8.0))
+    router.route(Record(4, "app", "second", time=9.0))
+    assert out.seen == [(f"virlogd version: {CTX.version}", 7.0), ("hostname: testhost", 7.0),
+                        ("first", 7.0), ("second", 9.0)]
+    assert router.stats()["outputs"] == [{
+        "output": "3:stderr", "written": 2, "failed": 1, "dropped": 0,
+        "last_error": "[Errno 5] Input/output error"}]
 
 
 # -- a record no step can take costs that record only ----------------------------------------

@@ -1,6 +1,6 @@
 """``x:journald``: records as structured journal entries, over journald's native protocol.
 
-Why not systemd-python's ``journal.send`` (the issue's first idea)? ``sd_journal_send``
+Why not systemd-python's ``journal.send``? ``sd_journal_send``
 hard-codes ``/run/systemd/journal/socket``, and when journald is gone it returns without
 telling anyone, so the message is lost silently. A daemon must count and report that failure
 and carry on the moment journald is back. systemd-python also needs a C build (libsystemd-dev)
@@ -23,13 +23,13 @@ does — and the tests compare the result with ``journal.send`` field for field:
 
 Fields, in libvirt's order: ``MESSAGE`` (the raw message, no prefix), ``PRIORITY`` (7/6/4/3),
 ``SYSLOG_FACILITY`` (3, daemon, unless the record carries its own: ``priority.facility_of``),
-``LIBVIRT_SOURCE``, ``CODE_FILE``/``CODE_LINE``/``CODE_FUNC``
-when known, then every metadata field of the record exactly as given (``MESSAGE_ID`` keeps
-its dashes, so the seed's query finds it). A record relayed for a client (its pid is not
-ours) also carries the client's identity: ``SYSLOG_IDENTIFIER`` (its ident, or the source),
-``SYSLOG_PID`` and ``OBJECT_PID`` (journald resolves ``OBJECT_PID`` into ``OBJECT_UID``,
-``OBJECT_COMM``... only for a root sender), and ``OBJECT_UID``/``OBJECT_GID`` from the peer
-credentials. A client's own field with one of the names we set is kept as ``X_NAME``: it can
+``LIBVIRT_SOURCE``, ``CODE_FILE``/``CODE_LINE``/``CODE_FUNC`` when known, then every
+metadata field of the record exactly as given (``MESSAGE_ID`` keeps its dashes, so a
+``journalctl MESSAGE_ID=...`` query with the id as libvirt writes it finds the entry). A
+record relayed for a client (its pid is not ours) also carries the client's identity:
+``SYSLOG_IDENTIFIER`` (its ident, or the source), ``SYSLOG_PID`` and ``OBJECT_PID``
+(journald resolves ``OBJECT_PID`` into ``OBJECT_UID``, ``OBJECT_COMM``... only for a root
+sender), and ``OBJECT_UID``/``OBJECT_GID`` from the peer credentials. A client's own field with one of the names we set is kept as ``X_NAME``: it can
 neither forge ours nor be lost; a name journald would silently drop is renamed the same way
 as on the wire (``fieldnames.sanitize``).
 """

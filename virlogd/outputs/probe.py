@@ -176,8 +176,7 @@ def virlogd_targets(name: str) -> List[str]:
     if name:
         return [os.path.abspath(name)]
     from ..core import defaults
-    candidates = getattr(defaults, "client_socket_candidates", None)
-    return list(candidates()) if candidates is not None else [defaults.socket_path()]
+    return list(defaults.client_socket_candidates())
 
 
 def virlogd_problem(name: str, own_socket: Optional[OwnSocket]) -> Optional[str]:
