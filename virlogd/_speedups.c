@@ -5,14 +5,11 @@
  *   pack_parts, entry_text              entries
  *   RingCore                            the ring's circular area   (core/ring.py)
  *
- * Each has a pure-Python twin of the same name; core/speedups.py chooses one of the two, in
- * one place. A compiled function takes the common case and hands every other input, as it
- * was given, to its pure twin (registered with fallback()): odd values get Python's result
- * and every error message is written once, in Python.
- *
- * Frames come from untrusted local clients: every read is checked against the end of its
- * frame, itself checked against the end of the buffer, with 64-bit sums of 32-bit lengths.
- * Everything runs with the GIL held and never releases it.
+ * Each has a pure-Python twin of the same name (core/speedups.py chooses). A compiled one
+ * takes the common case and hands any other input, as given, to its twin (fallback()): every
+ * error message is written once, in Python. Frames come from untrusted clients: every read is
+ * checked against the end of its frame, itself checked against the end of the buffer, with
+ * 64-bit sums of 32-bit lengths. Everything runs with the GIL held.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,15 +20,9 @@
 #include <string.h>
 #include <time.h>
 
-/* Debian bullseye's Python is 3.9: Py_NewRef is 3.10's, PyFloat_Pack8/Unpack8 public from
- * 3.11; strings may need to be made "ready" before 3.12. */
+/* Python 3.9 (Debian bullseye) lacks Py_NewRef and public PyFloat_Pack8/Unpack8 */
 #if PY_VERSION_HEX < 0x030A0000
-static inline PyObject *
-vl_new_ref(PyObject *obj)
-{
-    Py_INCREF(obj);
-    return obj;
-}
+static inline PyObject *vl_new_ref(PyObject *obj) { Py_INCREF(obj); return obj; }
 #define Py_NewRef(obj) vl_new_ref((PyObject *)(obj))
 #endif
 #if PY_VERSION_HEX < 0x030B0000
@@ -120,9 +111,7 @@ done:
 }
 
 PyDoc_STRVAR(bind_doc,
-"bind(record, reserved, names)\n--\n\n"
-"The record class, fieldnames.RESERVED and priority.NAMES. False (and nothing changed)\n"
-"when record's slots are not Record's plain 14: then only pure Python can build one.");
+"bind(record, reserved, names)\n--\n\nFalse: not a Record to build.");
 
 static PyObject *
 bind(PyObject *module, PyObject *args, PyObject *kwds)
@@ -175,9 +164,7 @@ static const char *const fb_names[NFB] = {
 static PyObject *fb[NFB];
 
 PyDoc_STRVAR(fallback_doc,
-"fallback(function, /)\n--\n\n"
-"Register the pure-Python twin of the compiled function of the same __name__: it gets\n"
-"every call the compiled one does not take, with the arguments as they were given.");
+"fallback(function, /)\n--\n\nThe pure twin of the compiled function of the same __name__.");
 
 static PyObject *
 fallback(PyObject *module, PyObject *function)
@@ -200,12 +187,10 @@ fallback(PyObject *module, PyObject *function)
 static PyObject *
 defer(int which, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (fb[which] == NULL) {
-        PyErr_Format(PyExc_RuntimeError, "virlogd._speedups.%s: its pure twin was not given "
-                     "to fallback()", fb_names[which]);
-        return NULL;
-    }
-    return PyObject_Vectorcall(fb[which], args, (size_t)nargs, kwnames);
+    if (fb[which] != NULL)
+        return PyObject_Vectorcall(fb[which], args, (size_t)nargs, kwnames);
+    return PyErr_Format(PyExc_RuntimeError, "virlogd._speedups.%s: no pure twin given to "
+                        "fallback()", fb_names[which]);
 }
 
 /* == the protocol: decoding (see docs/protocol.md) ======================================== */
@@ -237,11 +222,16 @@ typedef struct {
     Cache source, func, file, ident;
 } Context;
 
-/* Results: 1 done (*result set), 0 not taken (the pure twin takes the frame), -1 error. */
+/* Results: 1 done (*result set), 0 not taken (the pure twin takes the frame), -1 error.
+ * An optional part is None when absent (length 0). */
 static int
 decode_text(const unsigned char *s, size_t n, const char *errors, Cache *cache,
-            PyObject **result)
+            PyObject **result, int optional)
 {
+    if (optional && n == 0) {
+        *result = Py_NewRef(Py_None);
+        return 1;
+    }
     if (cache != NULL && cache->value != NULL && cache->size == n &&
             memcmp(cache->bytes, s, n) == 0) {
         *result = Py_NewRef(cache->value);
@@ -262,18 +252,6 @@ decode_text(const unsigned char *s, size_t n, const char *errors, Cache *cache,
     }
     *result = text;
     return 1;
-}
-
-/* An optional part: None when absent (length 0). */
-static int
-decode_optional(const unsigned char *s, size_t n, const char *errors, Cache *cache,
-                PyObject **result)
-{
-    if (n == 0) {
-        *result = Py_NewRef(Py_None);
-        return 1;
-    }
-    return decode_text(s, n, errors, cache, result);
 }
 
 /* Exactly the names fieldnames.is_valid accepts, less RESERVED (checked by the caller);
@@ -374,16 +352,13 @@ decode_frame(const unsigned char *f, size_t size, Context *ctx, PyObject **resul
     const unsigned char *m = s + len[0], *fn = m + len[1], *fl = fn + len[2];
     const unsigned char *st = fl + len[3], *id = st + len[4];
 
-    if ((status = decode_text(s, (size_t)len[0], NULL, &ctx->source, &v[S_SOURCE])) != 1 ||
-        (status = decode_text(m, (size_t)len[1], "surrogateescape", NULL,
-                              &v[S_MESSAGE])) != 1 ||
-        (status = decode_optional(fn, (size_t)len[2], NULL, &ctx->func, &v[S_FUNC])) != 1 ||
-        (status = decode_optional(fl, (size_t)len[3], "surrogateescape", &ctx->file,
-                                  &v[S_FILE])) != 1 ||
-        (status = decode_optional(st, (size_t)len[4], "surrogateescape", NULL,
-                                  &v[S_STACK])) != 1 ||
-        (status = decode_optional(id, (size_t)len[5], NULL, &ctx->ident,
-                                  &v[S_IDENT])) != 1)
+    const char *esc = "surrogateescape";
+    if ((status = decode_text(s, (size_t)len[0], NULL, &ctx->source, &v[S_SOURCE], 0)) != 1 ||
+        (status = decode_text(m, (size_t)len[1], esc, NULL, &v[S_MESSAGE], 0)) != 1 ||
+        (status = decode_text(fn, (size_t)len[2], NULL, &ctx->func, &v[S_FUNC], 1)) != 1 ||
+        (status = decode_text(fl, (size_t)len[3], esc, &ctx->file, &v[S_FILE], 1)) != 1 ||
+        (status = decode_text(st, (size_t)len[4], esc, NULL, &v[S_STACK], 1)) != 1 ||
+        (status = decode_text(id, (size_t)len[5], NULL, &ctx->ident, &v[S_IDENT], 1)) != 1)
         goto fail;
     if (nfields)
         status = decode_fields(f, (size_t)g, size, nfields, &v[S_FIELDS]);
@@ -417,13 +392,8 @@ fail:
 }
 
 static PyObject *s_max_frame, *s_pid, *s_uid, *s_gid;
-
 PyDoc_STRVAR(frames_doc,
-"frames(decoder, buf, pos, out, /)\n--\n\n"
-"wire.frames: decode the frames of buf from pos on into Records appended to out, stamped\n"
-"with decoder's pid, uid and gid; returns where the first frame not complete in buf\n"
-"starts. A frame this does not take (an error, a field to rename, a cut) is given to the\n"
-"pure twin, with once=True.");
+"frames(decoder, buf, pos, out, /)\n--\n\nwire.frames.");
 
 static PyObject *
 frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -499,21 +469,17 @@ frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         pos = (size_t)moved;
     }
     answer = PyLong_FromSize_t(pos);
-done:
-    Py_XDECREF(ctx.pid);
-    Py_XDECREF(ctx.uid);
-    Py_XDECREF(ctx.gid);
-    Py_XDECREF(ctx.source.value);
-    Py_XDECREF(ctx.func.value);
-    Py_XDECREF(ctx.file.value);
-    Py_XDECREF(ctx.ident.value);
+done:;
+    PyObject *held[7] = {ctx.pid, ctx.uid, ctx.gid, ctx.source.value, ctx.func.value,
+                         ctx.file.value, ctx.ident.value};
+    for (int i = 0; i < 7; i++)
+        Py_XDECREF(held[i]);
     return answer;
 }
 
 /* == the protocol: encoding =============================================================== */
 
 #define MAX_FRAME (4 * 1024 * 1024)     /* wire.MAX_FRAME */
-
 typedef struct {
     const char *bytes;
     Py_ssize_t size;
@@ -521,11 +487,17 @@ typedef struct {
 } Part;
 
 /* An exact str as UTF-8 (errors: NULL for strict); 0 when not an exact str or it cannot be
- * encoded so (the pure twin then does it, or raises). */
+ * encoded so (the pure twin then does it, or raises). Optional: None (or absent) and "" give
+ * an empty part, as `x if x else b""`. */
 static int
-utf8_part(PyObject *text, Part *part, const char *errors)
+utf8_part(PyObject *text, Part *part, const char *errors, int optional)
 {
     part->hold = NULL;
+    if (optional && (text == NULL || text == Py_None)) {
+        part->bytes = "";
+        part->size = 0;
+        return 1;
+    }
     if (!PyUnicode_CheckExact(text))
         return 0;
     if (UNICODE_READY(text) < 0)
@@ -548,19 +520,6 @@ utf8_part(PyObject *text, Part *part, const char *errors)
     return 1;
 }
 
-/* func, file, stack, ident: absent (None) or "" give an empty part, as `x if x else b""` */
-static int
-optional_part(PyObject *text, Part *part)
-{
-    if (text == NULL || text == Py_None) {
-        part->bytes = "";
-        part->size = 0;
-        part->hold = NULL;
-        return 1;
-    }
-    return utf8_part(text, part, NULL);
-}
-
 enum { K_TIME, K_FUNC, K_LINE, K_FILE, K_FIELDS, K_STACK, K_IDENT, NKW };
 static const char *const kw_names[NKW] = {
     "time", "func", "line", "file", "fields", "stack", "ident",
@@ -570,8 +529,7 @@ static PyObject *encode_kwnames;    /* kw_interned as a tuple: encode()'s call *
 
 PyDoc_STRVAR(encode_parts_doc,
 "encode_parts(priority, source, message, *, time, func=None, line=0, file=None,\n"
-"             fields=None, stack=None, ident=None)\n--\n\n"
-"wire.encode_parts, byte for byte, for plain str arguments and no fields.");
+"             fields=None, stack=None, ident=None)\n--\n\nwire.encode_parts.");
 
 static PyObject *
 encode_parts(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -615,13 +573,10 @@ encode_parts(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *k
         line = !overflow && value >= 0 && value <= (long long)UINT32_MAX
             ? (unsigned long long)value : 0;
     }
-    if ((status = utf8_part(args[1], &part[0], NULL)) != 1 ||
-        (status = utf8_part(args[2], &part[1], NULL)) != 1 ||
-        (status = optional_part(kw[K_FUNC], &part[2])) != 1 ||
-        (status = optional_part(kw[K_FILE], &part[3])) != 1 ||
-        (status = optional_part(kw[K_STACK], &part[4])) != 1 ||
-        (status = optional_part(kw[K_IDENT], &part[5])) != 1)
-        goto done;
+    PyObject *text[6] = {args[1], args[2], kw[K_FUNC], kw[K_FILE], kw[K_STACK], kw[K_IDENT]};
+    for (int i = 0; i < 6; i++)
+        if ((status = utf8_part(text[i], &part[i], NULL, i >= 2)) != 1)
+            goto done;
     /* over the limit: the pure twin says by how much (sums capped, never overflow) */
     Py_ssize_t size = HEAD_SIZE - 4;
     for (int i = 0; i < 6 && size <= MAX_FRAME; i++)
@@ -663,8 +618,7 @@ python:
 }
 
 PyDoc_STRVAR(encode_doc,
-"encode(record, ident=None)\n--\n\n"
-"wire.encode: encode_parts of a Record's slots (line or 0; its ident, else ident).");
+"encode(record, ident=None)\n--\n\nwire.encode.");
 
 static PyObject *
 encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -759,11 +713,10 @@ put_digits(char *p, unsigned long long value, int width)
 static char *
 put_ll(char *p, long long value)
 {
-    if (value < 0) {
+    if (value < 0)
         *p++ = '-';
-        return put_digits(p, 0ULL - (unsigned long long)value, 1);
-    }
-    return put_digits(p, (unsigned long long)value, 1);
+    return put_digits(p, value < 0 ? 0ULL - (unsigned long long)value
+                                   : (unsigned long long)value, 1);
 }
 
 /* The last second's date and the last prefix: a flood of records shares them. Read and
@@ -869,7 +822,8 @@ growth(PyObject *text, int line_break)
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (line_break && c == '\n')
             more += CONTINUATION_LEN;
-        else if (line_break && c == '\r' && i + 1 < n && PyUnicode_READ(kind, data, i + 1) == '\n') {
+        else if (line_break && c == '\r' && i + 1 < n &&
+                 PyUnicode_READ(kind, data, i + 1) == '\n') {
             more += CONTINUATION_LEN - 1;
             i++;
         }
@@ -988,12 +942,10 @@ build_line(const char *prefix, Py_ssize_t prefix_len, PyObject *source, PyObject
     return result;
 }
 
-/* A str whose line (five characters a character at most) cannot overflow a size */
 #define SHORT_ENOUGH(s) (PyUnicode_GET_LENGTH(s) <= (PY_SSIZE_T_MAX - 1024) / 16)
 
 PyDoc_STRVAR(format_line_doc,
-"format_line(record, with_stack=False)\n--\n\n"
-"textformat.format_line: the full text line with its trailing newline.");
+"format_line(record, with_stack=False)\n--\n\ntextformat.format_line.");
 
 static PyObject *
 format_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -1084,9 +1036,9 @@ pack(PyObject *when, PyObject *pid, PyObject *line, PyObject *priority, PyObject
                                  line_value > UINT32_MAX)) ||
             !exact_ll(priority, &level) || level < 0 || level > 255)
         return NULL;
-    if ((func != Py_None && (status = utf8_part(func, &part[0], "surrogateescape")) != 1) ||
-        (source != NULL && (status = utf8_part(source, &part[1], "surrogateescape")) != 1) ||
-        (status = utf8_part(message, &part[2], "surrogateescape")) != 1 ||
+    if ((status = utf8_part(func, &part[0], "surrogateescape", 1)) != 1 ||
+        (source != NULL && (status = utf8_part(source, &part[1], "surrogateescape", 0)) != 1) ||
+        (status = utf8_part(message, &part[2], "surrogateescape", 0)) != 1 ||
         (uint64_t)part[0].size > UINT32_MAX || (uint64_t)part[1].size > UINT32_MAX ||
         part[2].size > PY_SSIZE_T_MAX - PACKED_SIZE - part[0].size - part[1].size)
         goto done;
@@ -1118,8 +1070,7 @@ done:
 }
 
 PyDoc_STRVAR(pack_parts_doc,
-"pack_parts(when, pid, line, priority, func, message, /)\n--\n\n"
-"textformat.pack_parts: the ring entry of a record no output formats, from its parts.");
+"pack_parts(when, pid, line, priority, func, message, /)\n--\n\ntextformat.pack_parts.");
 
 static PyObject *
 pack_parts(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -1133,8 +1084,7 @@ pack_parts(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
 }
 
 PyDoc_STRVAR(pack_record_doc,
-"pack_record(record, /)\n--\n\n"
-"textformat.pack_record: the ring entry of a record no output formats.");
+"pack_record(record, /)\n--\n\ntextformat.pack_record.");
 
 static PyObject *
 pack_record(PyObject *module, PyObject *rec)
@@ -1157,8 +1107,7 @@ pack_record(PyObject *module, PyObject *rec)
 }
 
 PyDoc_STRVAR(entry_text_doc,
-"entry_text(entry, /)\n--\n\n"
-"textformat.entry_text: the text line of a ring entry, packed or not.");
+"entry_text(entry, /)\n--\n\ntextformat.entry_text.");
 
 static PyObject *
 entry_text(PyObject *module, PyObject *entry)
@@ -1215,7 +1164,6 @@ done:
 
 #define PREFIX 4           /* u32 LE length before every entry */
 #define POINTERS_SIZE 12   /* head, tail, used: u32 LE each */
-
 typedef struct {
     PyObject_HEAD
     Py_buffer view;            /* view.obj is NULL until __init__ and once released */
@@ -1224,30 +1172,18 @@ typedef struct {
     Py_ssize_t capacity, head, tail, used, skipped;
 } RingObject;
 
-/* n <= capacity and at < capacity: at most one wrap. */
+/* n bytes from buf into the area at at (put), or back: n <= capacity and at < capacity, so
+ * at most one wrap. */
 static void
-ring_put(RingObject *c, Py_ssize_t at, const unsigned char *src, Py_ssize_t n)
+ring_copy(const RingObject *c, Py_ssize_t at, unsigned char *buf, Py_ssize_t n, int put)
 {
-    Py_ssize_t first = c->capacity - at;
-    if (n <= first) {
-        memcpy(c->area + at, src, (size_t)n);
-        return;
-    }
-    memcpy(c->area + at, src, (size_t)first);
-    memcpy(c->area, src + first, (size_t)(n - first));
+    Py_ssize_t first = n <= c->capacity - at ? n : c->capacity - at;
+    memmove(put ? c->area + at : buf, put ? buf : c->area + at, (size_t)first);
+    if (n > first)
+        memmove(put ? c->area : buf + first, put ? buf + first : c->area, (size_t)(n - first));
 }
-
-static void
-ring_get(const RingObject *c, Py_ssize_t at, unsigned char *dst, Py_ssize_t n)
-{
-    Py_ssize_t first = c->capacity - at;
-    if (n <= first) {
-        memcpy(dst, c->area + at, (size_t)n);
-        return;
-    }
-    memcpy(dst, c->area + at, (size_t)first);
-    memcpy(dst + first, c->area, (size_t)(n - first));
-}
+#define ring_put(c, at, src, n) ring_copy((c), (at), (unsigned char *)(src), (n), 1)
+#define ring_get(c, at, dst, n) ring_copy((c), (at), (dst), (n), 0)
 
 /* Unsigned, and compared in 64 bits by the callers: on a 32-bit build a prefix of 2 GiB or
  * more would be negative as a size. The prefix itself may straddle the end of the area. */
@@ -1262,11 +1198,9 @@ length_at(const RingObject *c, Py_ssize_t at)
 static int
 check_open(const RingObject *c)
 {
-    if (c->view.obj == NULL) {
+    if (c->view.obj == NULL)
         PyErr_SetString(PyExc_ValueError, "ring buffer core is closed");
-        return -1;
-    }
-    return 0;
+    return c->view.obj == NULL ? -1 : 0;
 }
 
 static void
@@ -1335,9 +1269,7 @@ ring_append(RingObject *c, const unsigned char *data, Py_ssize_t len)
 }
 
 PyDoc_STRVAR(Ring_append_doc,
-"append(data, /)\n--\n\n"
-"Store one entry (any bytes-like object), dropping the oldest whole entries to make room;\n"
-"an entry larger than the area (prefix included) is only counted in skipped.");
+"append(data, /)\n--\n\nStore one entry (bytes-like), dropping the oldest whole ones.");
 
 static PyObject *
 Ring_append(RingObject *self, PyObject *data)
@@ -1405,17 +1337,8 @@ read_entries(RingObject *self, int clear)
     return out;
 }
 
-static PyObject *
-Ring_entries(RingObject *self, PyObject *Py_UNUSED(ignored))
-{
-    return read_entries(self, 0);
-}
-
-static PyObject *
-Ring_take(RingObject *self, PyObject *Py_UNUSED(ignored))
-{
-    return read_entries(self, 1);
-}
+static PyObject *Ring_entries(RingObject *self, PyObject *unused) { return read_entries(self, 0); }
+static PyObject *Ring_take(RingObject *self, PyObject *unused) { return read_entries(self, 1); }
 
 static PyObject *
 Ring_clear(RingObject *self, PyObject *Py_UNUSED(ignored))
@@ -1436,45 +1359,27 @@ Ring_release(RingObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef Ring_methods[] = {
     {"append", (PyCFunction)Ring_append, METH_O, Ring_append_doc},
-    {"entries", (PyCFunction)Ring_entries, METH_NOARGS,
-     "entries()\n--\n\nEvery stored entry as bytes, oldest first."},
-    {"take", (PyCFunction)Ring_take, METH_NOARGS,
-     "take()\n--\n\nentries() then clear(), as one step."},
-    {"clear", (PyCFunction)Ring_clear, METH_NOARGS,
-     "clear()\n--\n\nForget every entry (skipped is kept)."},
-    {"release", (PyCFunction)Ring_release, METH_NOARGS,
-     "release()\n--\n\nGive the buffer back (an mmap cannot close while it is exported);\n"
-     "append() and entries() then raise ValueError. Again: nothing."},
+    {"entries", (PyCFunction)Ring_entries, METH_NOARGS, "Every entry, oldest first."},
+    {"take", (PyCFunction)Ring_take, METH_NOARGS, "entries() then clear(), as one step."},
+    {"clear", (PyCFunction)Ring_clear, METH_NOARGS, "Forget every entry (skipped is kept)."},
+    {"release", (PyCFunction)Ring_release, METH_NOARGS, "Give the buffer back (an mmap)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMemberDef Ring_members[] = {
-    {"capacity", T_PYSSIZET, offsetof(RingObject, capacity), READONLY,
-     "size of the area in bytes, length prefixes included"},
+    {"capacity", T_PYSSIZET, offsetof(RingObject, capacity), READONLY, "size of the area"},
     {"head", T_PYSSIZET, offsetof(RingObject, head), READONLY, "where the next entry goes"},
     {"tail", T_PYSSIZET, offsetof(RingObject, tail), READONLY, "where the oldest starts"},
-    {"used", T_PYSSIZET, offsetof(RingObject, used), READONLY,
-     "bytes stored, length prefixes included"},
+    {"used", T_PYSSIZET, offsetof(RingObject, used), READONLY, "bytes stored, prefixes too"},
     {"skipped", T_PYSSIZET, offsetof(RingObject, skipped), 0, "entries too large to store"},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyObject *
-Ring_get_closed(RingObject *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->view.obj == NULL);
-}
-
-static PyObject *
-Ring_get_atomic_append(RingObject *self, void *Py_UNUSED(closure))
-{
-    Py_RETURN_TRUE;
-}
+Ring_get_closed(RingObject *self, void *unused) { return PyBool_FromLong(!self->view.obj); }
 
 static PyGetSetDef Ring_getset[] = {
     {"closed", (getter)Ring_get_closed, NULL, "whether release() was called", NULL},
-    {"atomic_append", (getter)Ring_get_atomic_append, NULL,
-     "append() is one C call, atomic under the GIL: no lock needed around it", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1527,10 +1432,7 @@ static PyTypeObject Ring_Type = {
     .tp_basicsize = sizeof(RingObject),
     .tp_dealloc = (destructor)Ring_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "RingCore(buffer, capacity, area_at=0, pointers_at=-1)\n--\n\n"
-              "ring.RingCore: capacity bytes at area_at of a writable buffer, exported until\n"
-              "release(); with pointers_at, head, tail and used are written there (u32 LE)\n"
-              "after every change.",
+    .tp_doc = "RingCore(buffer, capacity, area_at=0, pointers_at=-1)\n--\n\nring.RingCore.",
     .tp_methods = Ring_methods,
     .tp_members = Ring_members,
     .tp_getset = Ring_getset,
@@ -1578,13 +1480,17 @@ PyInit__speedups(void)
         for (int i = 0; i < NKW; i++)
             PyTuple_SET_ITEM(encode_kwnames, i, Py_NewRef(kw_interned[i]));
     }
-    if ((s_max_frame == NULL && (s_max_frame = PyUnicode_InternFromString("max_frame")) == NULL)
-            || (s_pid == NULL && (s_pid = PyUnicode_InternFromString("pid")) == NULL)
-            || (s_uid == NULL && (s_uid = PyUnicode_InternFromString("uid")) == NULL)
-            || (s_gid == NULL && (s_gid = PyUnicode_InternFromString("gid")) == NULL))
+    if ((s_max_frame = PyUnicode_InternFromString("max_frame")) == NULL ||
+            (s_pid = PyUnicode_InternFromString("pid")) == NULL ||
+            (s_uid = PyUnicode_InternFromString("uid")) == NULL ||
+            (s_gid = PyUnicode_InternFromString("gid")) == NULL)
         return NULL;
-    if (PyType_Ready(&Ring_Type) < 0 || (m = PyModule_Create(&module)) == NULL)
+    /* append() is one C call, atomic under the GIL: the library appends without a lock */
+    if (PyType_Ready(&Ring_Type) < 0 ||
+            PyDict_SetItemString(Ring_Type.tp_dict, "atomic_append", Py_True) < 0 ||
+            (m = PyModule_Create(&module)) == NULL)
         return NULL;
+    PyType_Modified(&Ring_Type);
     if (PyModule_AddObject(m, "RingCore", Py_NewRef(&Ring_Type)) < 0) {
         Py_DECREF(&Ring_Type);
         Py_DECREF(m);
