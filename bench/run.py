@@ -406,8 +406,8 @@ def render(rows, once, goal_list, info, args) -> str:
 
 
 def _twins() -> bool:
-    from virlogd.core import native
-    return not native.PURE and all(native.built(name) for name in native.TWINS)
+    from virlogd.core import speedups
+    return speedups.compiled()
 
 
 if __name__ == "__main__":

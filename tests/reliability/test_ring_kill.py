@@ -16,13 +16,13 @@ import time
 
 import pytest
 
-from virlogd.core import native
+from virlogd.core import speedups
 from virlogd.core.ring import RingBuffer
 
 WRITER = textwrap.dedent("""
     import sys, zlib
     from virlogd.core.ring import RingBuffer
-    ring = RingBuffer(200, sys.argv[1], _pure=sys.argv[2] == "py")
+    ring = RingBuffer(200, sys.argv[1])
     n = 0
     while True:
         body = b"%08d" % n + b"x" * (n % 23)
@@ -41,7 +41,7 @@ def whole(entry):
 
 @pytest.mark.parametrize("impl", ["c", "py"])
 def test_a_killed_writer_leaves_only_whole_records_to_recover(tmp_path, impl):
-    if impl == "c" and not native.built("ring"):
+    if impl == "c" and not speedups.built():
         pytest.fail("the C ring core is not built") if os.environ.get("CI") else \
             pytest.skip("the C ring core is not built")
     rng = random.Random(20261125)
@@ -49,7 +49,9 @@ def test_a_killed_writer_leaves_only_whole_records_to_recover(tmp_path, impl):
     recovered_runs = entries_seen = 0
     for _ in range(KILLS):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, path, impl],
-                                  stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                  stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                  env=dict(os.environ, VIRLOGD_PURE_PYTHON="1" if impl == "py"
+                                           else os.environ.get("VIRLOGD_PURE_PYTHON", "")))
         assert writer.stdout.readline() == b"ready\n"
         time.sleep(rng.uniform(0.0005, 0.02))
         writer.send_signal(signal.SIGKILL)
