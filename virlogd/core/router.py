@@ -14,6 +14,10 @@ the same way, per record: a record they cannot take is counted under ``dropped``
 ``unroutable record``, reported on every output at the same bounded rate, and the records
 after it are routed. A record from a client is hostile input: no value in it may stop the
 daemon or cost another client its records.
+
+Each output implements ``handle`` alone (``outputs/base.py`` has the contract); everything
+around it is here: the header records an output gets before its first record (``start``),
+its ``written``/``failed`` counts and its failing/recovered state.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from .ring import RingBuffer
 from .textformat import CONTINUATION, dump_text, entry_text, format_line, pack_record
 
 UNROUTABLE = "unroutable record"      # the dropped reason of a record no step could take
+NO_OUTPUT = "no output took it"       # ... of one every output, the fallback included, failed on
 REPORT_SOURCE = "virlogd.router"
 
 
@@ -59,6 +64,8 @@ def start(out: Output, when: float) -> None:
 
 
 class RouterState:
+    """The filters and the outputs, with what the record path derives from them once."""
+
     __slots__ = ("filters", "outputs", "text_level", "flushed")
 
     def __init__(self, filters: FilterSet, outputs: Sequence[Output]) -> None:
@@ -67,10 +74,6 @@ class RouterState:
         self.flushed = tuple(out for out in self.outputs if not out.batched)
         # the lowest priority any text output writes: below it, no line needs formatting
         self.text_level = min((out.priority for out in self.outputs if out.text), default=5)
-
-    @property
-    def default_level(self) -> int:
-        return self.filters.default
 
 
 class Router:
@@ -88,7 +91,6 @@ class Router:
         self.tap: Optional[Callable[[Sequence[Record]], None]] = None
         self.received = 0
         self.dropped: Dict[str, int] = {}
-        self.serial = 0            # bumped on every change; lets callers cache decisions
         # called with the new state after every apply() (the daemon's client server tells
         # version 3 clients the new filters and level): every change path passes here
         self.on_apply: Optional[Callable[[RouterState], None]] = None
@@ -210,8 +212,7 @@ class Router:
             if self.fallback is not None and self.fallback.pending:
                 lost = self.fallback.settle(self.state.outputs)
                 if lost:
-                    self.dropped["no output took it"] = \
-                        self.dropped.get("no output took it", 0) + lost
+                    self.dropped[NO_OUTPUT] = self.dropped.get(NO_OUTPUT, 0) + lost
 
     def _flush(self, outputs: Sequence[Output]) -> None:
         for out in outputs:
@@ -277,7 +278,6 @@ class Router:
         with self._lock:
             self._flush(self.state.outputs)
             old, self.state = self.state, state
-            self.serial += 1
             if self.on_apply is not None:
                 self.on_apply(state)
             return old

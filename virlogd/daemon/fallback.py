@@ -6,7 +6,7 @@ the record goes to the fallback output instead: the default output (the default 
 detached), else stderr in the foreground.
 The fallback is opened on first need and kept; the first record it takes is preceded by a
 warning saying why it is being used. A record that even the fallback cannot take is counted
-as dropped ("no output took it"), so ``stats`` never shows ``Records dropped: 0`` for records
+by the router as dropped (``router.NO_OUTPUT``: "no output took it"), so ``stats`` never shows ``Records dropped: 0`` for records
 that went nowhere.
 
 The router tells us which output failed on which record (``note``, from ``Router._failed``);
@@ -24,8 +24,6 @@ from ..core.router import start
 from ..core.specs import OutputSpec
 from ..core.textformat import format_line
 from ..outputs.base import Output, OutputContext
-
-DROP_REASON = "no output took it"
 
 
 class Fallback:

@@ -31,7 +31,8 @@ import time
 from typing import Optional, Tuple
 
 from ..core import rotation, safepath
-from .base import LineBufferOutput
+from ..core.specs import OutputSpec
+from .base import LineBufferOutput, OutputContext
 from .dgram import DeliveryError
 
 CHECK_INTERVAL = 1.0   # seconds between path checks made from flush()
@@ -47,13 +48,11 @@ def open_append(path: str, readable: bool = False) -> int:
 
 
 class FileOutput(LineBufferOutput):
-    def __init__(self, spec, ctx) -> None:
+    def __init__(self, spec: OutputSpec, ctx: OutputContext) -> None:
         super().__init__(spec, ctx)
-        self.path = spec.name
+        self.path = spec.name or ""      # never empty: the spec parser wants a path
         self.max_size = max(0, ctx.max_size or 0)
         self.max_backups = max(0, ctx.max_backups or 0)
-        self.reopened = 0                 # times the path was reopened after external rotation
-        self.rotations = 0                # rollovers done by us
         self._carry = b""                 # bytes a failed write left over, written first
         self._written = 0
         self._fd = -1
@@ -176,7 +175,6 @@ class FileOutput(LineBufferOutput):
 
     def _rollover(self) -> None:
         rotation.rollover(self.path, self.max_backups)
-        self.rotations += 1
         self._close_fd()
         self._open()
 
@@ -202,7 +200,6 @@ class FileOutput(LineBufferOutput):
             return
         self._write_pending()                    # to the old file: nothing is lost
         self._close_fd()
-        self.reopened += 1
         self._open()
 
     def close(self) -> None:

@@ -201,9 +201,6 @@ class RemoteOutput(Output):
         self.url = spec.name
         self.scheme, self.host, self.port = parse_url(self.url)
         self.capacity = max(1, int(ctx.remote_queue_size))
-        self.sent = 0                     # records (not gap reports) the collector accepted
-        self.connected = False
-        self.connects = 0
         self._ssl = self._ssl_context(ctx.remote_ca_file) if self.scheme == "tls" else None
         self._queue: Deque[bytes] = collections.deque()   # framed messages, oldest first
         self._gap = 0                     # dropped and not yet reported to the collector
@@ -335,13 +332,10 @@ class RemoteOutput(Output):
                          f"{getattr(err, 'reason', None) or err.strerror or err}")
             return False
         self._sock = sock
-        self.connected = True
-        self.connects += 1
         return True
 
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
-        self.connected = False
         if sock is not None:
             try:
                 sock.close()
@@ -395,7 +389,6 @@ class RemoteOutput(Output):
         with self._cond:
             for _ in range(len(items)):
                 self._queue.popleft()
-            self.sent += len(items)
             self._in_flight = 0
             self._cond.notify_all()
 
