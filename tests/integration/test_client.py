@@ -437,3 +437,68 @@ class TestLibraryOutput:
         """, stderr=f"virlogd: warning: 8 records were not delivered to virlogd at {nobody}: "
                     f"No such file or directory\n")
         assert out.split() == ["3", "0"]
+
+    def test_each_level_method_and_log_record_the_callers_site(self, server):
+        """debug/info/warning/error (one implementation) and log() take the call site of
+        the program's line, whichever path the call takes: routed to the x:virlogd output,
+        with fields, or only kept by the ring (read back with a dump)."""
+        _, out = python(f"""
+            import virlogd
+            virlogd.configure(outputs="1:virlogd:{server.path} 1:file:{server.path}.txt",
+                              level=1, filters="2:lib.ring")
+            log, ring = virlogd.getLogger("lib.site"), virlogd.getLogger("lib.ring")
+
+            def caller():
+                log.debug("d %d", 1)
+                log.info("i")
+                log.warning("w", message_id="m-1")
+                log.error("e %s", "x")
+                log.log(2, "l")
+                ring.debug("kept %s", "here")
+            caller()
+            virlogd.dump_buffer("why")
+            print(caller.__code__.co_firstlineno)
+        """)
+        first = int(out)
+        records = server.wait_for(5, "lib.site")
+        assert [(r.message, r.priority, r.func, r.line - first) for r in records] == [
+            ("d 1", 1, "caller", 1), ("i", 2, "caller", 2), ("w", 3, "caller", 3),
+            ("e x", 4, "caller", 4), ("l", 2, "caller", 5)]
+        assert records[2].fields == {"MESSAGE_ID": "m-1"}
+        assert all(r.file.endswith("<string>") or r.file == "<string>" for r in records)
+        with open(server.path + ".txt") as text:
+            kept = [line for line in text if "kept here" in line]
+        assert len(kept) == 1 and f": debug : caller:{first + 6} : kept here" in kept[0]
+
+    def test_a_call_nobody_wants_checks_its_fields_and_logs_nothing(self, server):
+        _, out = python(f"""
+            import virlogd
+            virlogd.configure(outputs="3:virlogd:{server.path}", level=3, buffer_size=0)
+            log = virlogd.getLogger("lib.quiet")
+            log.debug("no")
+            log.info("no %d", 1, message_id="x")
+            try:
+                log.info("no", color="red")
+            except TypeError as err:
+                print(err)
+            log.warning("yes")
+        """)
+        assert out == ("unexpected keyword argument 'color' (use message_id, domain, code, "
+                       "fields or exc_info)\n")
+        assert [r.message for r in server.wait_for(1, "lib.quiet")] == ["yes"]
+
+    def test_the_routers_counters_and_the_clients_drops_are_the_outputs(self, server):
+        """The router counts what the x:virlogd output's handle() took; the output's
+        dropped is what its client dropped."""
+        _, out = python(f"""
+            import virlogd
+            from virlogd.client import library
+            virlogd.configure(outputs="2:virlogd:{server.path}", level=2, buffer_size=0)
+            log = virlogd.getLogger("lib.count")
+            for i in range(3):
+                log.info("n %d", i)
+            out, = library._get_router().state.outputs
+            print(out.written, out.failed, out.dropped)
+        """)
+        assert out.split() == ["3", "0", "0"]
+        assert len(server.wait_for(3, "lib.count")) == 3
