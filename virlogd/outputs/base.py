@@ -5,10 +5,11 @@ The contract, as ``logging.Handler`` subclasses implement ``emit``:
 * **An output implements ``handle(record, line)``**, and nothing else on the record path. It
   delivers *record* (or buffers it until ``flush()``) and returns, or raises: an exception
   means the record was not taken. *line* is the record's text line
-  (``textformat.format_line``, ending in a newline, with the stack trace when the filters ask
-  for one); it is ``""`` when no output of the router writes text at this record's level, so
-  only outputs with ``text = True`` may rely on it. ``handle`` never changes itself or the
-  counters below, and never protects the other outputs: the router isolates each one.
+  (``textformat.format_line``, ending in a newline; for a ``text`` output, with the stack
+  trace when the filters ask for one); it is ``""`` when no text output of the router takes
+  this record's level, so only outputs with ``text = True`` may rely on it. ``handle``
+  never changes itself or the counters below, and never protects the other outputs: the
+  router isolates each one.
 * **The router does everything around it.** It calls ``handle`` only for records at or above
   ``priority``. Before the first record it gives an output with ``headers = True``, it gives
   it libvirt's two header records (``virlogd version:``, ``hostname:``, stamped with that
