@@ -111,12 +111,14 @@ virlogd is complete in pure Python. Only the per-record data work (decoding and 
 frames, packing and formatting a record, appending to and reading the ring buffer) also \
 exists in C, in one module, `virlogd/_speedups.c`, which `scripts/setup.sh` builds with the \
 same `gcc` and `python3-dev` that systemd-python needs; `virlogd/core/speedups.py` is the \
-one place that chooses it. The two give the same results (the tests run both), so the \
-compiled module changes how fast the program runs, never what it does. Without a compiler \
-the build skips it and the same program runs in pure Python; `VIRLOGD_PURE_PYTHON=1` forces \
-pure Python anyway, to compare or to rule the C out while debugging \
-(`VIRLOGD_PURE_PYTHON=1 make bench` measures it). The notes above say which one this run \
-used.
+one place that chooses it. A compiled function takes the common case and hands every \
+other input to its pure-Python twin, so the two give the same results (the tests compare \
+them) and every error message is written once, in Python: the compiled module changes how \
+fast the program runs, never what it does. Without a compiler the build skips it and the \
+same program runs in pure Python; `VIRLOGD_PURE_PYTHON=1` forces pure Python anyway, to \
+compare or to rule the C out while debugging (`VIRLOGD_PURE_PYTHON=1 make bench` measures \
+it). The notes above say which one this run used; `./test` fails in CI (`CI` set) when the \
+module was not built, so the figures and the tests are about the code that ships.
 
 How to read the figures: each row is the median of its runs, with the slowest and the \
 fastest in brackets. The runs of all rows are interleaved, and the figures move with how \
