@@ -36,6 +36,24 @@ def test_core_imports_nothing_from_the_daemon_the_client_or_the_commands(path):
     assert wrong == [], f"{path.name} imports {wrong}"
 
 
+@pytest.mark.parametrize("path", sorted((PACKAGE / "protocol").glob("*.py")),
+                         ids=lambda p: p.name)
+def test_the_protocol_stands_on_core_alone(path):
+    """Both ends speak it: the wire format must not depend on either end's code."""
+    wrong = [name for name in _imported(path)
+             if name.split(".")[1] not in ("core", "protocol")]
+    assert wrong == [], f"{path.name} imports {wrong}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "outputs").glob("*.py")),
+                         ids=lambda p: p.name)
+def test_outputs_import_nothing_from_the_daemon_or_the_commands(path):
+    """The library builds outputs in every program that logs: no daemon code comes along."""
+    wrong = [name for name in _imported(path)
+             if name.split(".")[1] in ("daemon", "cli")]
+    assert wrong == [], f"{path.name} imports {wrong}"
+
+
 def test_the_import_reader_sees_relative_imports():
     """The check above reads ``from ..daemon.x import y`` as virlogd.daemon.x (it once
     let core/defaults.py import daemon/sockets.py)."""
