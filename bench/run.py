@@ -396,8 +396,8 @@ def render(rows, once, goal_list, info, args) -> str:
                    "it): the second 5a line holds `log.info` to the same 2 µs as a ratio to "
                    "the FileHandler call of this run, as the issue measures every goal (2 µs "
                    "was 0.18× of the anchors' 11.16 µs call).")
-    out.append(f"- C twins (`virlogd/_c*.c`): "
-               f"{'built and used' if _twins() else 'NOT in use: pure Python'}.")
+    out.append(f"- Compiled speedups (`virlogd/_speedups.c`): "
+               f"{'built and used' if _compiled() else 'NOT in use: pure Python'}.")
     out.append("- The `v_py*` rows are the goals' rows (the product's own Python client); the "
                "`C client` rows feed the daemon with the same kind of client rsyslog gets, "
                "to show what the daemon alone can take.")
@@ -405,7 +405,7 @@ def render(rows, once, goal_list, info, args) -> str:
     return "\n".join(out) + "\n"
 
 
-def _twins() -> bool:
+def _compiled() -> bool:
     from virlogd.core import speedups
     return speedups.compiled()
 

@@ -65,14 +65,14 @@ def _map_file(path: str, capacity: int) -> Tuple[int, mmap.mmap]:
         raise
 
 
-def _get(area, capacity: int, offset: int, size: int) -> bytes:
+def _get(area: Any, capacity: int, offset: int, size: int) -> bytes:
     end = offset + size
     if end <= capacity:
         return bytes(area[offset:end])
     return bytes(area[offset:]) + bytes(area[:end - capacity])
 
 
-def _walk(area, capacity: int, tail: int, used: int) -> List[bytes]:
+def _walk(area: Any, capacity: int, tail: int, used: int) -> List[bytes]:
     """The entries of *area* from *tail*, oldest first (also reads a recovered file)."""
     out, offset, left = [], tail, used
     while left > 0:

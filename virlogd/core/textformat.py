@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import re
 import struct
-import sys
 import time as _time
-from typing import Optional
+from typing import Any, Iterable, Optional, Tuple
 
 from . import speedups
 from .priority import NAMES
 from .record import Record
 
-_getframe = sys._getframe
 CONTINUATION = "  | "
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _last_second = (-1, "")      # (second, "YYYY-MM-DD HH:MM:SS"), replaced whole
@@ -61,17 +59,18 @@ def _escape_field(match: "re.Match[str]") -> str:
     return f"\\x{ord(match.group()):02x}"
 
 
-def field(text) -> str:
+def field(text: Any) -> str:
     """A client's one-line field (func, source) made safe inside a line: every control
     character escaped, ``\\n`` and ``\\r`` included."""
     if text.__class__ is not str:
         text = f"{text}"
-    if text.isprintable() or _CONTROL.search(text) is None:
-        return text
-    return _CONTROL.sub(_escape_field, text)
+    line: str = text
+    if line.isprintable() or _CONTROL.search(line) is None:
+        return line
+    return _CONTROL.sub(_escape_field, line)
 
 
-def _source_field(source) -> str:
+def _source_field(source: object) -> str:
     """The source as a relayed record's line shows it: ``-`` when empty."""
     return field(source) if source else "-"
 
@@ -86,7 +85,7 @@ def _body(pid: int, priority: int, func: Optional[str], line: int, message: str,
     return f"{head}{neutralise(message)}"
 
 
-_last_prefix = (None, "")     # ((millisecond, pid, priority, ...), "TIME: PID: LEVEL : ")
+_last_prefix: Tuple[object, str] = (None, "")     # ((millisecond, pid, priority, ...), "TIME: PID: LEVEL : ")
 
 
 def _prefix(when: float, pid: int, priority: int) -> str:
@@ -106,7 +105,7 @@ def _prefix(when: float, pid: int, priority: int) -> str:
     return text
 
 
-def format_line(record, with_stack: bool = False) -> str:
+def format_line(record: Any, with_stack: bool = False) -> str:
     """The full text line with its trailing newline; with the stack when asked (``+``)."""
     prefix = _prefix(record.time, record.pid, record.priority)
     if getattr(record, "relayed", False):
@@ -135,34 +134,23 @@ PACKED_MARK = 1                        # len(source); then func, source, message
 _PACKED_V0 = struct.Struct("<xdiiBH")
 
 
-def _pack(when, pid, line, priority, func, message, source) -> bytes:
-    func = (func or "").encode("utf-8", "surrogateescape")
+def _pack(when: float, pid: int, line: Optional[int], priority: int, func: Optional[str],
+          message: str, source: Optional[str]) -> bytes:
+    raw_func = (func or "").encode("utf-8", "surrogateescape")
     src = b"" if source is None else source.encode("utf-8", "surrogateescape")
     return (_PACKED.pack(PACKED_MARK, when, pid, line or 0, priority, source is not None,
-                         len(func), len(src))
-            + func + src + message.encode("utf-8", "surrogateescape"))
+                         len(raw_func), len(src))
+            + raw_func + src + message.encode("utf-8", "surrogateescape"))
 
 
 def pack_parts(when: float, pid: int, line: Optional[int], priority: int,
-                     func: Optional[str], message: str) -> bytes:
+               func: Optional[str], message: str) -> bytes:
     """The ring entry of a record no output formats, from its parts: the library packs
     what only the ring wants without building a Record."""
     return _pack(when, pid, line, priority, func, message, None)
 
 
-def pack_here(priority: int, msg, args: tuple, pid: int, depth: int) -> bytes:
-    """The ring entry of a call *depth* frames above the one calling this: the library's
-    debug path, which takes the call site, the message (``msg % args``) and the clock
-    here rather than build a Record for a call that may never be read."""
-    if depth < 0:
-        raise ValueError("depth must be 0 or more")
-    frame = _getframe(depth + 1)
-    message = msg % args if args else str(msg)
-    return pack_parts(_time.time(), pid, frame.f_lineno, priority, frame.f_code.co_name,
-                      message)
-
-
-def pack_record(record) -> bytes:
+def pack_record(record: Any) -> bytes:
     """The ring entry of a record no output formats (cheaper than ``format_line``)."""
     return _pack(record.time, record.pid, record.line, record.priority, record.func,
                  record.message, record.source if getattr(record, "relayed", False) else None)
@@ -189,12 +177,12 @@ def entry_text(entry: bytes) -> str:
     return f"{format_time(when)}: {_body(pid, priority, func or None, line, message)}\n"
 
 
-def syslog_payload(record) -> str:
+def syslog_payload(record: Any) -> str:
     """The syslog message: the text line without its timestamp (syslog adds its own)."""
     return _body(record.pid, record.priority, record.func, record.line, record.message)
 
 
-def dump_text(reason: str, lines, *, recovered: bool = False) -> str:
+def dump_text(reason: str, lines: Optional[Iterable[str]], *, recovered: bool = False) -> str:
     """libvirt's dump: a line saying why, then the buffer between the banners."""
     what = "recovered log buffer of a previous run" if recovered else "internal log buffer"
     if lines is None:

@@ -20,7 +20,6 @@ given on every record it builds.
 from __future__ import annotations
 
 import struct
-import sys
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from ..core import fieldnames, speedups
@@ -167,7 +166,7 @@ def _cut(raw: bytes, limit: int) -> bytes:
     return raw[:start] if start + size > len(raw) else raw
 
 
-def _strict(raw, what: str) -> str:
+def _strict(raw: bytes, what: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -201,7 +200,7 @@ class AckDecoder:
         self._pending = data[whole:]
         if not whole:
             return None
-        return ACK.unpack_from(data, whole - ACK.size)[0]
+        return int(ACK.unpack_from(data, whole - ACK.size)[0])
 
 
 # -- what the daemon tells a version 3 client -----------------------------------------------
@@ -235,7 +234,7 @@ class Wish:
         """The lowest priority the daemon wants from *source*."""
         return self._set.decide(source)[0]
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Wish) and (self.level, self.filters) == \
             (other.level, other.filters)
 
@@ -337,7 +336,7 @@ class FrameDecoder:
             pos = frames(self, buf, pos, out)
         except ProtocolError as err:
             self.failed = str(err)
-            err.records = out
+            err.records = out  # type: ignore[attr-defined]  # read by the server
             raise
         if pos < len(buf):
             self._pending += buf[pos:]
@@ -420,7 +419,7 @@ def frames(decoder: FrameDecoder, buf: bytes, pos: int, out: List[Record],
         record.ident = _strict(buf[f:g] if li <= MAX_IDENT else _cut(buf[f:g], MAX_IDENT),
                                "ident") if li else None
         record.fields = _fields(decoder, buf, g, stop, nfields) if nfields else {}
-        record.pid = pid
+        record.pid = pid  # type: ignore[assignment]  # None: a decoder told no pid
         record.uid = uid
         record.gid = gid
         record.relayed = True
@@ -466,35 +465,3 @@ def _fields(decoder: FrameDecoder, buf: bytes, pos: int, stop: int,
         raise ProtocolError(f"frame length mismatch: {stop - pos} bytes left after "
                             f"the last field")
     return fields
-
-
-# -- being moved out of the protocol (to the library and the x:virlogd output) ---------------
-class FrameSender:
-    """``sender(record, line)`` is ``client.send_frame(encode(record, ident))``, counted in
-    ``sent``."""
-
-    __slots__ = ("client", "ident", "sent")
-
-    def __init__(self, client: Any, ident: Optional[str] = None) -> None:
-        self.client = client
-        self.ident = ident
-        self.sent = 0
-
-    def __call__(self, record: Record, line: str = "", /) -> None:
-        self.client.send_frame(encode(record, self.ident))
-        self.sent += 1
-
-
-RecordHandler = None
-_getframe = sys._getframe
-here = Record.here
-
-
-def here_at(priority: int, source: str, msg: Any, args: Any, pid: int, depth: int) -> Record:
-    """``here()`` for a call *depth* frames above the one calling this."""
-    if depth < 0:
-        raise ValueError("depth must be 0 or more")
-    frame = _getframe(depth + 1)
-    code = frame.f_code
-    return here(priority, source, msg % args if args else str(msg), code.co_name,
-                frame.f_lineno, code.co_filename, pid, None, None)
