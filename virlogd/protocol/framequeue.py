@@ -109,10 +109,10 @@ class FrameQueue:
                     due = self._on_sent
                     if len(sent) < self.sent_limit or due is None:
                         return
-                    frames = None               # on_sent is due, once the lock is let go
+                    # else on_sent is due, once the lock is let go
                 else:
                     self._head_sent = written
-            if frames is not None:
+            if due is None:
                 frames.append(frame)
                 size = self._size = self._size + len(frame)
                 count = len(frames)
