@@ -160,7 +160,7 @@ def test_admin_filters_bring_every_clients_debug_within_a_second_and_take_it_awa
 
 
 def test_a_timed_filter_change_brings_debug_and_takes_it_away_when_its_time_is_up(two_programs):
-    """The issue's scenario: ``daemon-log-filters "1:qemu" --for 5s``."""
+    """An administrator's debugging session: ``daemon-log-filters "1:qemu" --for 5s``."""
     daemon, log, _procs = two_programs
     help_text = daemon.admin("daemon-log-filters", "--help").stdout
     if "--for" not in help_text:

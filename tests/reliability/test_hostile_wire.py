@@ -315,7 +315,7 @@ ISSUE_FRAMES = [
 
 @pytest.mark.parametrize("name, data", ISSUE_FRAMES, ids=[name for name, _ in ISSUE_FRAMES])
 def test_one_well_formed_frame_never_stops_the_daemon(daemon, name, data):
-    """Each frame of the issue is routed (answered for), the daemon stays up, and the
+    """Each of those frames is routed (answered for), the daemon stays up, and the
     bystander (checked at the end) and a new client are still served."""
     records = len(wire.FrameDecoder().feed(wire.HELLO + data))
     assert send_and_count(daemon, data) == records, name
@@ -326,8 +326,9 @@ def test_one_well_formed_frame_never_stops_the_daemon(daemon, name, data):
 
 
 def test_no_string_a_client_sends_forges_a_line_in_the_file_or_a_dump(daemon):
-    """The issue's forged function name, and the same in every other string a client gives,
-    at error (the file) and at debug (the ring, then a dump into the file)."""
+    """A function name forged to end the line and start a fake one, and the same in every
+    other string a client gives, at error (the file) and at debug (the ring, then a dump
+    into the file)."""
     data = b""
     for i, forged in enumerate(FORGERIES):
         for priority in (1, 4):

@@ -190,8 +190,9 @@ def test_a_relayed_record_names_its_source_after_the_level(impl):
 @pytest.mark.parametrize("where", ["func", "source", "message"])
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x00"])
 def test_no_string_a_client_gives_forges_a_line(impl, where, newline):
-    """The issue's function name, and the same in the source and the message: the text line,
-    the dumped ring entry and the syslog payload each stay one record line."""
+    """A function name forged to start a fake line, and the same in the source and the
+    message: the text line, the dumped ring entry and the syslog payload each stay one
+    record line."""
     rec = _relayed(**{where: f"virInit{newline}{FORGED}{newline}x"})
     for text in (impl.format_line(rec), impl.entry_text(impl.pack_record(rec)),
                  impl.format_line(rec, True), syslog_payload(rec) + "\n"):
