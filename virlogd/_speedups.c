@@ -68,7 +68,6 @@ static PyObject *reserved_names;        /* fieldnames.RESERVED */
 static char level_name[5][NAME_MAX_LEN + 1];
 static Py_ssize_t level_name_len[5];
 
-/* A slot of a record whose type is record_type (NULL when it is not set) */
 #define SLOT(rec, s) (*(PyObject **)((char *)(rec) + slot_offset[s]))
 
 /* Whether the type's __slots__ are exactly the 14 plain writable object slots of
@@ -119,8 +118,6 @@ bind(PyObject *module, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"record", "reserved", "names", NULL};
     PyObject *type, *reserved, *names;
     Py_ssize_t offsets[NSLOTS];
-    char text[5][NAME_MAX_LEN + 1];
-    Py_ssize_t text_len[5];
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!:bind", kwlist, &PyType_Type, &type,
                                      &PyFrozenSet_Type, &reserved, &PyDict_Type, &names))
@@ -136,8 +133,8 @@ bind(PyObject *module, PyObject *args, PyObject *kwds)
         if (name == NULL || !PyUnicode_CheckExact(name) || UNICODE_READY(name) < 0 ||
                 !PyUnicode_IS_ASCII(name) || PyUnicode_GET_LENGTH(name) > NAME_MAX_LEN)
             Py_RETURN_FALSE;
-        memcpy(text[level], PyUnicode_DATA(name), (size_t)PyUnicode_GET_LENGTH(name));
-        text_len[level] = PyUnicode_GET_LENGTH(name);
+        memcpy(level_name[level], PyUnicode_DATA(name), (size_t)PyUnicode_GET_LENGTH(name));
+        level_name_len[level] = PyUnicode_GET_LENGTH(name);
     }
     PyTypeObject *tp = (PyTypeObject *)type;
     /* records are made as Record.__new__(Record) makes them: object's allocation, no
@@ -146,8 +143,6 @@ bind(PyObject *module, PyObject *args, PyObject *kwds)
             tp->tp_itemsize != 0 || !find_slots(tp, offsets))
         Py_RETURN_FALSE;
     memcpy(slot_offset, offsets, sizeof offsets);
-    memcpy(level_name, text, sizeof text);
-    memcpy(level_name_len, text_len, sizeof text_len);
     Py_XSETREF(record_type, (PyTypeObject *)Py_NewRef(type));
     Py_XSETREF(reserved_names, Py_NewRef(reserved));
     Py_RETURN_TRUE;
@@ -217,10 +212,7 @@ typedef struct {
     PyObject *value;            /* strong reference, released when frames() returns */
 } Cache;
 
-typedef struct {
-    PyObject *pid, *uid, *gid;
-    Cache source, func, file, ident;
-} Context;
+typedef struct { PyObject *pid, *uid, *gid; Cache source, func, file, ident; } Context;
 
 /* Results: 1 done (*result set), 0 not taken (the pure twin takes the frame), -1 error.
  * An optional part is None when absent (length 0). */
@@ -667,30 +659,24 @@ encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
 static int
 exact_ll(PyObject *value, long long *out)
 {
-    int overflow;
-    if (!PyLong_CheckExact(value))
-        return 0;
-    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    int overflow = 1;
+    if (PyLong_CheckExact(value))
+        *out = PyLong_AsLongLongAndOverflow(value, &overflow);
     return !overflow;
 }
 
-/* Python's int(when * 1000) when it is a millisecond count from 0 to LAST_SECOND's end: the
- * same IEEE multiply, and the cast truncates toward zero as int() does. 0: Python decides. */
+/* Python's int(when * 1000) for a float from 0 to LAST_SECOND's end: the same IEEE multiply,
+ * and the cast truncates toward zero as int() does. 0: Python decides. */
 static int
 milliseconds(PyObject *when, long long *ms)
 {
-    if (PyFloat_CheckExact(when)) {
-        double product = PyFloat_AS_DOUBLE(when) * 1000.0;
-        /* > -1.0: int() of (-1, 0) is 0; NaN fails both tests */
-        if (!(product > -1.0 && product < (LAST_SECOND + 1) * 1000.0))
-            return 0;
-        *ms = (long long)product;
-        return 1;
-    }
-    long long seconds;
-    if (!exact_ll(when, &seconds) || seconds < 0 || seconds > LAST_SECOND)
+    if (!PyFloat_CheckExact(when))
+        return 0;                   /* an int: rare, the pure twin formats it */
+    double product = PyFloat_AS_DOUBLE(when) * 1000.0;
+    /* > -1.0: int() of (-1, 0) is 0; NaN fails both tests */
+    if (!(product > -1.0 && product < (LAST_SECOND + 1) * 1000.0))
         return 0;
-    *ms = seconds * 1000;
+    *ms = (long long)product;
     return 1;
 }
 
@@ -792,7 +778,7 @@ word_may_have_control(const unsigned char *s)
 }
 
 /* The index of the first control character of data from i, or n. */
-static Py_ssize_t
+static inline Py_ssize_t
 next_control(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
 {
     if (kind == PyUnicode_1BYTE_KIND) {
@@ -810,13 +796,12 @@ next_control(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
 }
 
 /* How much longer neutralise() (line_break) or field() makes text: "\r\n" and "\n" become
- * "\n" CONTINUATION in neutralise(); every other control its 4-character \xNN escape. */
-static Py_ssize_t
-growth(PyObject *text, int line_break)
+ * "\n" CONTINUATION in neutralise(); every other control its 4-character \xNN escape.
+ * Inlined with a constant kind (growth() below): each kind gets its own loop. */
+static inline Py_ssize_t
+growth_of(int kind, const void *data, Py_ssize_t n, int line_break)
 {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), more = 0;
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t more = 0;
     for (Py_ssize_t i = next_control(kind, data, 0, n); i < n;
             i = next_control(kind, data, i + 1, n)) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
@@ -831,6 +816,20 @@ growth(PyObject *text, int line_break)
             more += 3;
     }
     return more;
+}
+
+static Py_ssize_t
+growth(PyObject *s, int line_break)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    switch (PyUnicode_KIND(s)) {
+    case PyUnicode_1BYTE_KIND:
+        return growth_of(PyUnicode_1BYTE_KIND, PyUnicode_DATA(s), n, line_break);
+    case PyUnicode_2BYTE_KIND:
+        return growth_of(PyUnicode_2BYTE_KIND, PyUnicode_DATA(s), n, line_break);
+    default:
+        return growth_of(PyUnicode_4BYTE_KIND, PyUnicode_DATA(s), n, line_break);
+    }
 }
 
 static Py_ssize_t
@@ -858,15 +857,16 @@ put_slice(int kind, void *data, Py_ssize_t pos, int skind, const void *sdata, Py
     return pos + end - start;
 }
 
-/* s made safe at pos of the result: neutralise() with line_break, else field() */
+/* s made safe at pos of the result: neutralise() with line_break, else field(); copied
+ * whole when growth() found nothing to escape */
 static Py_ssize_t
-put_safe(int kind, void *data, Py_ssize_t pos, PyObject *s, int line_break)
+put_safe(int kind, void *data, Py_ssize_t pos, PyObject *s, int line_break, Py_ssize_t more)
 {
     static const char hex[] = "0123456789abcdef";
     Py_ssize_t n = PyUnicode_GET_LENGTH(s), run = 0;
     int skind = PyUnicode_KIND(s);
     const void *sdata = PyUnicode_DATA(s);
-    for (Py_ssize_t i = next_control(skind, sdata, 0, n); i < n;
+    for (Py_ssize_t i = more ? next_control(skind, sdata, 0, n) : n; i < n;
             i = next_control(skind, sdata, i + 1, n)) {
         pos = put_slice(kind, data, pos, skind, sdata, run, i);
         Py_UCS4 c = PyUnicode_READ(skind, sdata, i);
@@ -930,14 +930,14 @@ build_line(const char *prefix, Py_ssize_t prefix_len, PyObject *source, PyObject
         if (PyUnicode_GET_LENGTH(source) == 0)
             pos = put_ascii(kind, data, pos, "-", 1);
         else
-            pos = put_safe(kind, data, pos, source, 0);
+            pos = put_safe(kind, data, pos, source, 0, source_growth);
         pos = put_ascii(kind, data, pos, " : ", 3);
     }
     if (func != NULL) {
-        pos = put_safe(kind, data, pos, func, 0);
+        pos = put_safe(kind, data, pos, func, 0, func_growth);
         pos = put_ascii(kind, data, pos, tail, tail_len);
     }
-    pos = put_safe(kind, data, pos, message, 1);
+    pos = put_safe(kind, data, pos, message, 1, message_growth);
     PyUnicode_WRITE(kind, data, pos, '\n');
     return result;
 }
