@@ -315,8 +315,8 @@ def load(*, config_file: Optional[str] = None, explicit: bool = False,
             settings._set("log_level", parse_priority(debug.strip()), "LIBVIRT_DEBUG")
         except ValueError as err:
             settings.problems.append(f"LIBVIRT_DEBUG: {err}; ignored")
-    for name, variable in (("log_filters", "LIBVIRT_LOG_FILTERS"),
-                           ("log_outputs", "LIBVIRT_LOG_OUTPUTS")):
+    for name in ("log_filters", "log_outputs"):
+        variable = KEYS[name].env or ""
         text = env.get(variable, "")
         if text:
             settings._set(name, text, variable)
