@@ -53,15 +53,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
     touch "$stamp"
 fi
 
-# The C twins of the hot paths (setup.py; optional: without them the pure-Python code runs),
-# rebuilt in place whenever a source, or a header they share, is newer than a built module.
+# The compiled speedups (setup.py; optional: without them the pure-Python code runs),
+# rebuilt in place whenever a source, or a header, is newer than the built module.
 rebuild=""
-for src in virlogd/_c*.c; do
+for src in virlogd/*.c; do
     built=$(ls "${src%.c}".cpython-*.so 2>/dev/null | head -n 1 || true)
     if [ -z "$built" ] || [ "$src" -nt "$built" ]; then
         rebuild=1
     fi
-    for header in virlogd/_c*.h; do
+    for header in virlogd/*.h; do
         if [ -n "$built" ] && [ "$header" -nt "$built" ]; then
             rebuild=1
         fi
