@@ -17,6 +17,7 @@ from serve import InProcessServer
 from virlogd.client.client import Client
 from virlogd.client.handler import VirlogdHandler
 from virlogd.core.record import Record
+from virlogd.protocol import wire
 
 SERVE = os.path.join(os.path.dirname(__file__), "serve.py")
 
@@ -185,6 +186,80 @@ class TestClient:
             assert [r.message for r in records[1:]] == \
                 [f"during {i}" for i in range(200, 300)] + ["after the restart"]
         assert client.dropped_total == 200
+        client.close()
+
+    def test_records_a_killed_daemon_never_read_are_sent_again_by_the_last_flush(self,
+                                                                                tmp_path):
+        """A program's last records, written straight into the socket of a daemon killed
+        before it read them, are not lost because no later record finds the connection
+        dead: flush() (and so close() and the exit hook) notices the daemon's end is
+        closed, reconnects and sends them again."""
+        path = str(tmp_path / "sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1)
+        client = Client(path)
+        assert client.open()
+        conn, _ = listener.accept()
+        for i in range(3):
+            client.send(Record(2, "last.words", f"bye {i}"))
+        conn.close()                    # killed: the frames in its socket are thrown away
+        listener.close()
+        os.unlink(path)
+        srv = InProcessServer(path)     # the daemon, restarted
+        try:
+            assert client.flush()
+            assert [r.message for r in srv.wait_for(3, "last.words")] == [
+                "bye 0", "bye 1", "bye 2"]
+            assert client.resent_total == 3 and client.undelivered == 0
+        finally:
+            client.close()
+            srv.stop()
+
+    def test_records_a_killed_daemon_never_read_are_counted_when_none_comes_back(
+            self, tmp_path, capsys):
+        path = str(tmp_path / "sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1)
+        client = Client(path)
+        assert client.open()
+        conn, _ = listener.accept()
+        for i in range(2):
+            client.send(Record(2, "last.words", f"bye {i}"))
+        conn.close()
+        listener.close()
+        os.unlink(path)
+        assert not client.flush()
+        assert client.undelivered == 2
+        client.close()
+        assert capsys.readouterr().err == (
+            f"virlogd: warning: 2 records were not delivered to virlogd at {path}: "
+            f"No such file or directory\n")
+
+    def test_a_flush_after_the_daemon_stopped_cleanly_has_nothing_to_send_again(self,
+                                                                              tmp_path):
+        """A daemon that read and confirmed every record, then closed the connection: the
+        last flush reads the confirmation before the end of the stream, so nothing is sent
+        again and nothing is reported, though no daemon is left to connect to."""
+        path = str(tmp_path / "sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1)
+        client = Client(path)
+        assert client.open()
+        conn, _ = listener.accept()
+        for i in range(3):
+            client.send(Record(2, "clean.stop", f"n {i}"))
+        decoder, got = wire.FrameDecoder(), []
+        while len(got) < 3:
+            got += decoder.feed(conn.recv(65536))
+        with client._send_lock:         # (its listener thread does not read them first)
+            conn.sendall(wire.encode_answer(3))
+            conn.close()
+            listener.close()
+            os.unlink(path)
+        assert client.flush() and client.undelivered == 0 and client.resent_total == 0
         client.close()
 
     def test_a_client_in_another_process_survives_a_daemon_restart(self, tmp_path):

@@ -273,10 +273,29 @@ class Client:
 
     def _flush_locked(self, force: bool) -> bool:
         with self._lock:
-            if not len(self._queue) and not self.dropped:
-                if self._sock is not None:
-                    self._replay.sent(self._queue.take_sent())
+            idle = not len(self._queue) and not self.dropped
+        sock = self._sock
+        if idle:
+            if sock is None:
                 return True
+            if not force:
+                self._replay.sent(self._queue.take_sent())
+                return True
+            # Nothing queued. An explicit flush (and so close() and the exit hook) still
+            # asks whether the daemon is there: one killed before it read the last records
+            # written would otherwise lose them unnoticed, since no later write finds the
+            # connection dead. Then they are sent again, like a failed write. (No direct
+            # sends meanwhile: each is in the replay, or queued behind it.)
+            self._queue.sock = None
+            self._replay.sent(self._queue.take_sent())
+            if not len(self._replay) or self._read_messages(sock):
+                if self.direct:
+                    self._queue.sock = sock
+                return True
+            self._lost_connection(sock, [])
+            with self._lock:
+                if not len(self._queue) and not self.dropped:
+                    return True     # its last answers confirmed them all: it stopped cleanly
         if self._sock is None and not self._connect(force):
             self._trim()
             return False
