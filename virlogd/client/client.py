@@ -25,7 +25,8 @@ saying how many records were dropped, then the held records in their order.
 Frames written but not yet acknowledged by the daemon (protocol version 2) are kept too, up
 to ``hold`` (``replay.Replay``): if the daemon dies with them unread in its socket buffer,
 they go out again on the next connection, first. The answers are read without blocking after
-each write, so they cost one extra system call per batch.
+each write, so they cost one extra system call per batch. The next write is what finds such a
+connection dead; when none comes, ``flush()`` (and so ``close()`` and the exit hook) looks.
 
 The daemon's wishes (protocol version 3): the daemon tells a client its filters and level
 when it connects and whenever they change (``wire.Wish``). ``wish`` is the newest, while
