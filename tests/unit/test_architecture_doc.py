@@ -2,9 +2,9 @@
 
 The module map is the first page a newcomer reads; a module it leaves out is one nobody
 finds, and a path it names that is gone sends them looking for code that no longer exists.
-Every ``virlogd/**/*.py`` file and every C source or header under ``virlogd/`` must be named
-there by its path from the repository's root (``virlogd/core/router.py``), and every such path
-the page names must be a file of the tree.
+Every ``virlogd/**/*.py`` file, every C source or header under ``virlogd/`` and the compiled
+module's interface (``.pyi``) must be named there by its path from the repository's root
+(``virlogd/core/router.py``), and every such path the page names must be a file of the tree.
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from typing import Set
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
 # a path from the root: not the tail of a longer path (/etc/virlogd/..., $XDG.../virlogd/...)
-NAMED = re.compile(r"(?<![\w./$-])(virlogd/(?:[\w]+/)*[\w]+\.(?:py|c|h))\b")
+NAMED = re.compile(r"(?<![\w./$-])(virlogd/(?:[\w]+/)*[\w]+\.(?:pyi|py|c|h))\b")
 
 
 def modules_in_tree() -> Set[str]:
     package = ROOT / "virlogd"
     found = set()
-    for pattern in ("*.py", "*.c", "*.h"):
+    for pattern in ("*.py", "*.pyi", "*.c", "*.h"):
         for path in package.rglob(pattern):
             if "__pycache__" in path.parts:
                 continue
@@ -38,9 +38,11 @@ def test_the_pattern_reads_paths_as_the_page_writes_them():
     not (a config file's directory is not a module)."""
     text = ("| `virlogd/core/router.py` | the router |\n"
             "`virlogd/_speedups.c` (and `virlogd/__init__.py`), see virlogd/cli/runner.py.\n"
+            "Its interface: `virlogd/_speedups.pyi`.\n"
             "`/etc/virlogd/virlogd.conf`, `$XDG_CONFIG_HOME/virlogd/x.py`, a/virlogd/y.py")
     assert named_in_doc(text) == {"virlogd/core/router.py", "virlogd/_speedups.c",
-                                  "virlogd/__init__.py", "virlogd/cli/runner.py"}
+                                  "virlogd/__init__.py", "virlogd/cli/runner.py",
+                                  "virlogd/_speedups.pyi"}
 
 
 def test_every_module_of_the_package_is_in_the_module_map():
