@@ -7,19 +7,25 @@ is one record, sent as it arrives (so ``tail -f x | virlog`` works). ``logger``'
 so that scripts written for it need no change: ``-t TAG``, ``-p`` with syslog's level names
 in any case and ``facility.level`` (the facility travels as the field
 ``priority.FACILITY_FIELD``). A line longer than one record holds (the 4 MiB frame limit) is
-sent as several records, with a warning, never fatal. Unlike the library, ``virlog`` does not
-hold records for a daemon that is away: it connects first and fails at once if it cannot
-(exit 1). It also confirms delivery: once everything is sent it shuts down
-its side and waits for the daemon's end of file, which the daemon sends only after it has
-routed (and flushed) everything it read — so exit 0 means the records reached the outputs.
+sent as several records, with a warning, never fatal.
+
+Unlike the library, ``virlog`` does not hold records for a daemon that is away: it connects
+first and fails at once if it cannot (exit 1). It also confirms delivery (``Client.drain``):
+once everything is sent it shuts down its side and waits for the daemon's end of file, which
+the daemon sends only after it has routed (and flushed) everything it read, so exit 0 means
+the records reached the outputs. The connection, the replay of what a daemon that went away
+had not confirmed, and the count of what was not delivered are the library's ``Client``;
+``virlog`` adds a bound on the wait for a daemon that went away, and its own words for each
+failure.
 
 Exit statuses: 0 all delivered; 1 daemon unreachable or lost; 2 usage error.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import os
-import socket
 import sys
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -27,9 +33,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from .. import __version__
 from ..core import defaults, fieldnames
 from ..protocol import wire
-from ..client.client import choose_socket, read_answers, tried_paths
+from ..client.client import Client, choose_socket, tried_paths
 from ..core.priority import FACILITY_FIELD, parse_logger_priority
-from ..protocol.replay import Replay
 
 PROG = "virlog"
 READ_SIZE = 64 * 1024
@@ -89,18 +94,6 @@ def parse_field(text: str) -> tuple:
         # "invalid field name 'x-y': ..." -> "invalid field name 'x-y' in --field: ..."
         raise ValueError(str(err).replace(f"'{name}'", f"'{name}' in --field", 1)) from None
     return name, value
-
-
-def _connect(path: str, absent=()) -> socket.socket:
-    """*absent*: the default sockets looked at before *path*, which do not exist."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.connect(path)
-    except OSError as err:
-        sock.close()
-        raise Failure(f"cannot connect to virlogd at {path}: {err.strerror or err}"
-                      f"{tried_paths(path, absent)} (is virlogd running?)") from None
-    return sock
 
 
 def _cut(data, limit: int) -> int:
@@ -204,88 +197,111 @@ def _batches(args, fields) -> Iterator[List[bytes]]:
 
 
 RECONNECT_FOR = 30.0     # seconds a streaming virlog waits for a restarted daemon
+# what the client's last_error says when the daemon closed a connection it had accepted
+_DROPPED = (os.strerror(errno.EPIPE), os.strerror(errno.ECONNRESET))
 
 
-def _reconnect(path: str, why: OSError) -> socket.socket:
-    """A new connection after the daemon went away mid-stream (restarted, most likely)."""
-    print(f"{PROG}: warning: lost connection to virlogd at {path}: {why.strerror or why}; "
-          f"reconnecting", file=sys.stderr)
-    deadline = time.monotonic() + RECONNECT_FOR
-    delay = 0.05
-    while True:
-        try:
-            sock = _connect(path)
-            sock.sendall(wire.HELLO)
-            return sock
-        except (Failure, OSError) as err:
-            if time.monotonic() > deadline:
-                raise Failure(f"lost connection to virlogd at {path}: {why.strerror or why}; "
-                              f"no daemon came back within {RECONNECT_FOR:.0f} s") from err
+class _Sender:
+    """A ``Client`` with virlog's rules: connected at the start or a failure, a bounded
+    wait for a daemon that goes away mid-stream, delivery confirmed at the end."""
+
+    def __init__(self, path: str, absent=()) -> None:
+        self.path = path
+        self.client = Client(path, hold=REPLAY_LIMIT)
+        self.client.on_lost.append(self._lost)
+        self.client.on_wish.append(self._wished)
+        self._served = False                    # the daemon greeted us with its wishes
+        self._refused: Optional[str] = None
+        self._lost_since: Optional[float] = None
+        self._dropped = 0
+        if not self.client.open():
+            self.close()
+            why = self.client.last_error
+            if why in _DROPPED:     # connected, then dropped (a daemon with too many clients)
+                raise Failure(f"lost connection to virlogd at {path}: {why}")
+            raise Failure(f"cannot connect to virlogd at {path}: {why}"
+                          f"{tried_paths(path, absent)} (is virlogd running?)")
+
+    def _wished(self, wish) -> None:
+        if wish is not None:
+            self._served = True
+
+    def _lost(self, why: str) -> None:
+        # called by the client mid-send; it reconnects by itself, and send() waits for it.
+        # A daemon that serves a client greets it with its wishes first: dropped before any
+        # greeting, we were refused (too many clients), which no wait would mend.
+        if not self._served:
+            self._refused = why
+            return
+        if self._lost_since is None:
+            self._lost_since = time.monotonic()
+            print(f"{PROG}: warning: lost connection to virlogd at {self.path}: {why}; "
+                  f"reconnecting", file=sys.stderr)
+        lost = self.client.dropped_total - self._dropped
+        self._dropped = self.client.dropped_total
+        if lost:
+            print(f"{PROG}: warning: {lost} record(s) sent to the stopped daemon were never "
+                  f"confirmed", file=sys.stderr)
+
+    def send(self, frames: List[bytes]) -> None:
+        """Send *frames*; after a lost connection, wait (at most RECONNECT_FOR) until they
+        have reached a new one: stdin is not read meanwhile, so nothing piles up."""
+        for frame in frames:
+            self.client.send_frame(frame)
+        self._check()
+        if self._lost_since is None and self.client.connected:
+            return
+        since = time.monotonic() if self._lost_since is None else self._lost_since
+        delay = 0.05
+        while not self.client.flush():
+            self._check()
+            if time.monotonic() > since + RECONNECT_FOR:
+                raise Failure(f"lost connection to virlogd at {self.path}: "
+                              f"{self.client.last_error}; no daemon came back within "
+                              f"{RECONNECT_FOR:.0f} s")
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+        self._lost_since = None
 
+    def _check(self) -> None:
+        if self._refused is not None:
+            raise Failure(f"lost connection to virlogd at {self.path}: {self._refused}")
+        # An admin socket answers a client's greeting with a JSON line (the client's
+        # ``refused``): -S named the wrong socket, which no wait would mend.
+        if self.client.refused is not None:
+            raise Failure(f"{self.path} is virlogd's admin socket, for virlogd-admin, not its "
+                          f"client socket: give -S the client socket (virlogd's --socket); "
+                          f"nothing was delivered")
 
-class _Answers:
-    """The daemon's answers on one connection, for *replay*. An admin socket answers a
-    client's greeting with a JSON line (``admin.NOT_CLIENT_SOCKET``) instead: -S named the
-    wrong socket, a Failure that says so (a count's first bytes are never ``{"ok"``: that
-    would be some 10^13 records)."""
+    def confirm(self) -> None:
+        """Wait until the daemon confirms it routed everything. One attempt: a connection
+        lost now is a failure (a daemon refusing us, too many clients), not a wait."""
+        self.client.on_lost.remove(self._lost)
+        if not self.client.drain(timeout=0):
+            self._check()
+            raise Failure(f"lost connection to virlogd at {self.path}: "
+                          f"{self.client.last_error}")
 
-    def __init__(self, replay: Replay, path: str) -> None:
-        self.replay = replay
-        self.path = path
-        self.first = True
-
-    def answer(self, data: bytes) -> None:
-        if self.first:
-            self.first = False
-            if data.startswith(b'{"ok"'):
-                raise Failure(f"{self.path} is virlogd's admin socket, for virlogd-admin, not "
-                              f"its client socket: give -S the client socket (virlogd's "
-                              f"--socket); nothing was delivered")
-        self.replay.answer(data)
+    def close(self) -> None:
+        """Close the client without its own line about undelivered records: virlog's error
+        says what went wrong, in its words."""
+        self.client.report_undelivered(io.StringIO())
+        self.client.close()
 
 
 def send(path: str, batches: Iterator[List[bytes]], absent=()) -> None:
-    """Connect, send every batch, then wait for the daemon to confirm it read them all.
+    """Connect, send every batch, then wait for the daemon to confirm it routed them all.
 
     A daemon that goes away mid-stream (a restart, even a SIGKILL) is waited for, and what it
-    had not acknowledged is sent again, first (``replay.Replay``): nothing is lost, and a
+    had not confirmed is sent again, first (the client's replay): nothing is lost, and a
     record the dead daemon routed just before it died may arrive twice."""
-    sock = _connect(path, absent)
-    replay = Replay(REPLAY_LIMIT)
-    answers = _Answers(replay, path)
+    sender = _Sender(path, absent)
     try:
-        try:
-            sock.sendall(wire.HELLO)
-            for frames in batches:
-                while True:
-                    try:
-                        sock.sendall(b"".join(frames))
-                    except OSError as err:
-                        read_answers(sock, answers)
-                        frames, lost = replay.lost_connection(frames)
-                        sock.close()
-                        sock = _reconnect(path, err)
-                        answers = _Answers(replay, path)
-                        if lost:
-                            print(f"{PROG}: warning: {lost} record(s) sent to the stopped "
-                                  f"daemon were never confirmed", file=sys.stderr)
-                        continue
-                    replay.sent(frames)
-                    read_answers(sock, answers)
-                    break
-            sock.shutdown(socket.SHUT_WR)
-            while True:
-                data = sock.recv(4096)
-                if not data:
-                    break
-                answers.answer(data)
-        except OSError as err:
-            raise Failure(f"lost connection to virlogd at {path}: {err.strerror or err}") \
-                from None
+        for frames in batches:
+            sender.send(frames)
+        sender.confirm()
     finally:
-        sock.close()
+        sender.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

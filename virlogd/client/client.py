@@ -52,6 +52,7 @@ socket when it exists, else the system one (looked at again on every connection 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import select
 import socket
@@ -105,6 +106,13 @@ class Client:
         self._closed = False
         # called with each new wish of the daemon (wire.Wish, or None: no daemon to follow)
         self.on_wish: List[Callable[[Optional[wire.Wish]], None]] = []
+        # called with the reason (``last_error``) each time a connection the client had is
+        # lost; it then reconnects by itself. Called with the send lock held: a callback
+        # must not use this client.
+        self.on_lost: List[Callable[[str], None]] = []
+        # the error a socket answered that is not a daemon's client socket (virlogd's admin
+        # socket): this client connects no more, and its records stay undelivered
+        self.refused: Optional[str] = None
         self._reset()
         _clients.add(self)
 
@@ -146,16 +154,17 @@ class Client:
         """Connect now if the daemon is there, so that a program hears the daemon's wishes
         before it sends anything (one that logs only what nobody wants yet). Never waits
         and is never an error: if the daemon is not there, the first record tries again,
-        as if this had not been called. True if connected."""
+        as if this had not been called. True if connected; else ``last_error`` says why."""
         if not self._send_lock.acquire(blocking=False):
             return self._sock is not None
         try:
             if self._sock is not None or self._closed:
                 return self._sock is not None
-            error, backoff = self.last_error, self._backoff
+            backoff = self._backoff
             if self._connect(True):
                 return True
-            self.last_error, self._backoff, self._next_try = error, backoff, 0.0
+            # last_error says why (virlog's message names it); no backoff for the next try
+            self._backoff, self._next_try = backoff, 0.0
             return False
         finally:
             self._send_lock.release()
@@ -179,6 +188,26 @@ class Client:
     def flush(self) -> bool:
         """Send everything queued now; True if it all reached the daemon's socket."""
         return self._flush(force=True)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Send everything, then wait until the daemon confirms it has routed it all: shut
+        down the sending side and read to the daemon's end of file, which it sends only
+        once it has routed (and flushed) everything it read. A connection lost meanwhile is
+        made again, and what was not confirmed sent again, for at most *timeout* seconds
+        (0: one attempt). True if everything was confirmed (or nothing was to send). The
+        connection is closed either way: a record sent afterwards opens a new one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._flush(force=True):
+                with self._send_lock:
+                    sock = self._sock
+                    if sock is None and not len(self._queue) and not self.dropped:
+                        return True
+                    if sock is not None and self._confirm(sock):
+                        return True
+            if self.refused is not None or time.monotonic() >= deadline:
+                return False
+            time.sleep(max(0.0, min(self._backoff, deadline - time.monotonic())))
 
     def close(self) -> None:
         """Flush (one last reconnection attempt included), then close the connection; say
@@ -351,6 +380,57 @@ class Client:
             self.dropped_total += lost
             # written earlier, never confirmed: in the dead daemon's socket buffer
             self.resent_total += max(0, len(again) - len(unsent))
+        if self.refused is None:
+            for callback in list(self.on_lost):
+                try:
+                    callback(self.last_error or "connection lost")
+                except Exception:  # noqa: BLE001 - a follower never breaks logging
+                    pass
+
+    def _confirm(self, sock: socket.socket) -> bool:
+        """(drain, send lock held, everything sent.) Shut down our side of *sock* and read
+        the daemon's answers to its end of file: True once it came (all routed); False if
+        the connection was lost first (what was not confirmed is queued again)."""
+        queue = self._queue
+        queue.sock = None           # no direct sends now
+        with self._lock:
+            if len(queue):          # a direct send raced the flush: send it first
+                return False
+            self._replay.sent(queue.take_sent())
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                count = self._messages.feed(data)
+                if count is not None:
+                    self._replay.confirm(count)
+        except (OSError, wire.ProtocolError) as err:
+            if isinstance(err, wire.ProtocolError):
+                self._check_refusal(data)
+                self.last_error = self.refused or str(err)
+            else:
+                self.last_error = err.strerror or str(err)
+            self._lost_connection(sock, [])
+            return False
+        self._replay.reset()        # the end of file: the daemon routed all it read
+        self._disconnect()
+        return True
+
+    def _check_refusal(self, data: bytes) -> None:
+        """A socket that is not a daemon's client socket answers a greeting with a JSON
+        line (virlogd's admin socket: ``{"ok": false, "error": ...}``): note it in
+        ``refused`` (no daemon message starts with ``{"ok"``: that length would be some
+        2 GB)."""
+        if not data.startswith(b'{"ok"'):
+            return
+        try:
+            answer = json.loads(data.split(b"\n", 1)[0])
+            error = str(answer.get("error") or "not virlogd's client socket")
+        except (ValueError, AttributeError):
+            error = "not virlogd's client socket"
+        self.refused = self.last_error = error
 
     def _trim(self) -> None:
         with self._lock:
@@ -361,7 +441,7 @@ class Client:
             self.dropped_total += excess
 
     def _connect(self, force: bool) -> bool:
-        if not force and time.monotonic() < self._next_try:
+        if self.refused is not None or not force and time.monotonic() < self._next_try:
             return False
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -428,6 +508,7 @@ class Client:
             try:
                 count = messages.feed(data)
             except wire.ProtocolError:
+                self._check_refusal(data)
                 return False
             if count is not None:
                 self._replay.confirm(count)
