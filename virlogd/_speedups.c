@@ -546,6 +546,7 @@ encode_parts(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *k
         kw[k] = args[nargs + i];
     }
     if (kw[K_TIME] == NULL || !PyFloat_CheckExact(kw[K_TIME]) || !PyLong_CheckExact(args[0]) ||
+            !(PyFloat_AS_DOUBLE(kw[K_TIME]) >= 0.0 && PyFloat_AS_DOUBLE(kw[K_TIME]) <= MAX_TIME) ||
             (kw[K_FIELDS] != NULL && kw[K_FIELDS] != Py_None &&
              !(PyDict_CheckExact(kw[K_FIELDS]) && PyDict_GET_SIZE(kw[K_FIELDS]) == 0)))
         goto python;
@@ -1007,9 +1008,8 @@ format_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
 #define PACKED_MARK 1
 #define PACKED_SIZE 27
 
-/* The entry, or NULL: with an exception set on a real error, without one when the values
- * are not the common case (the pure twin packs them, or raises). source is NULL for a
- * record that is not relayed. */
+/* The entry, or NULL: with an exception set on a real error, without one when the values are
+ * not the common case (the pure twin packs them, or raises). source NULL: not relayed. */
 static PyObject *
 pack(PyObject *when, PyObject *pid, PyObject *line, PyObject *priority, PyObject *func,
      PyObject *message, PyObject *source)

@@ -325,6 +325,22 @@ class TestHandler:
         assert [r.priority for r in records] == [1, 1, 2, 3, 4, 4]
         assert records[0].message == "level 5"
 
+    @pytest.mark.parametrize("created", [float("nan"), float("inf"), -1.0])
+    def test_a_record_with_an_impossible_time_costs_only_itself(self, server, logger, created,
+                                                                 capsys):
+        """A LogRecord whose created was forged (NaN, infinite, negative) is refused by the
+        handler with a ValueError through handleError; the connection survives, so the
+        records after it still arrive (the daemon would drop a connection that sent it)."""
+        bad = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "forged", None, None)
+        bad.created = created
+        logger.handle(bad)
+        logger.info("after")
+        logger.handlers[0].flush()
+        records = server.wait_for(1, "app.handler.test")
+        assert [r.message for r in records] == ["after"]
+        assert f"ValueError: invalid time {created!r} (expected 0 to 253402300799)" in \
+            capsys.readouterr().err
+
     def test_the_call_site_and_time_travel_with_the_record(self, server, logger):
         """funcName/lineno/pathname become func/line/file; created becomes the time."""
         def probe():

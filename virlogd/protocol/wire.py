@@ -110,6 +110,8 @@ def encode_parts(priority: int, source: str, message: str, *, time: float,
     """
     if priority not in (1, 2, 3, 4):
         raise ValueError(f"invalid priority {priority!r} (expected 1-4)")
+    if not 0.0 <= time <= MAX_TIME:     # also refuses NaN: the daemon would drop the connection
+        raise ValueError(f"invalid time {time!r} (expected 0 to {MAX_TIME:.0f})")
     src = _name(source)
     try:
         msg = message.encode("utf-8", "surrogateescape")
