@@ -16,7 +16,7 @@ bench: setup
 	.venv/bin/python bench/run.py
 
 # Coverage-guided fuzzing of every parser of outside input (fuzz/run.py): each target for
-# FUZZ_SECONDS (300), in pure Python, then against the C twins built with ASan and UBSan.
+# FUZZ_SECONDS (300), in pure Python, then against the compiled module built with ASan and UBSan.
 fuzz: setup
 	.venv/bin/python fuzz/run.py --seconds $${FUZZ_SECONDS:-300}
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # systemd-python build), rsyslog and systemd (the real syslog and journald the tests start),
 # util-linux (unshare, setpriv), make (for those who type make run), logrotate, man-db and
 # groff-base (man virlogd; the tests render the pages), sysvinit-utils (pidof), clang (the
-# fuzz targets' C twins, built with sanitizers; libclang-rt-dev has their ASan/UBSan runtimes).
+# fuzz targets' compiled module, built with sanitizers; libclang-rt-dev has their ASan/UBSan runtimes).
 PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev make rsyslog rsyslog-gnutls systemd util-linux logrotate openssl man-db groff-base sysvinit-utils clang libclang-rt-dev libivykis0 libnet1 libpcre3 libwrap0 libjson-c5 libglib2.0-0 libcap2 libssl3"
 missing=""
 for p in $PACKAGES; do

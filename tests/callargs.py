@@ -1,5 +1,5 @@
-"""Log-call messages for the twins that format ``msg % args`` themselves (``pack_here``,
-``here_at``): the odd ones, whose result or error must be Python's."""
+"""Messages for the compiled-vs-pure tables (``test_wire_twins.py``, ``test_textformat_twins.py``):
+the odd ones, whose result or error must be Python's."""
 
 
 class OddMessage:

@@ -192,7 +192,7 @@ def _runtime_distributions() -> List[importlib.metadata.Distribution]:
 def readable_install() -> Path:
     """A directory any user may read with ``bin/python`` (a venv of the base interpreter) and
     ``bin/virlogd``, ``bin/virlog``, ``bin/virlogd-admin``, running this checkout's virlogd
-    (C twins included). Made on first use, removed when the test process exits."""
+    (its compiled module included). Made on first use, removed when the test process exits."""
     global _readable_root
     if _readable_root is not None:
         return _readable_root

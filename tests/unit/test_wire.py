@@ -347,4 +347,3 @@ class TestRanges:
         got, = decode(wire.HELLO + strings_frame())
         assert got.relayed is True
         assert Record(1, "s", "m").relayed is False
-        assert Record.here(1, "s", "m", None, 0, None, None, None, None).relayed is False

@@ -47,15 +47,6 @@ class Record:
         self.ident = ident
         self.relayed = relayed
 
-    @classmethod
-    def here(cls, priority: int, source: str, message: str, func: Optional[str], line: int,
-             file: Optional[str], pid: int, fields: Optional[Dict[str, FieldValue]],
-             stack: Optional[str]) -> "Record":
-        """A record of this process, stamped now: the library's constructor. Positional, so
-        that its C twin (``wire.here``, which fills the slots in place) can stand in for it."""
-        return cls(priority, source, message, func=func, line=line, file=file, fields=fields,
-                   stack=stack, pid=pid)
-
     def __repr__(self) -> str:
         return (f"Record(priority={self.priority!r}, source={self.source!r}, "
                 f"message={self.message!r}, func={self.func!r}, line={self.line!r}, "

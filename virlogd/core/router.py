@@ -193,10 +193,11 @@ class Router:
             self._broadcast(Record(4, REPORT_SOURCE, message))
 
     def keep(self, entry: bytes) -> None:
-        """A record only the ring wants, already packed (``pack_here``): the library's debug
-        fast path, which builds no Record for a call that may never be read. Not counted in
-        ``received``, which counts routed records; with a C ring the library appends to the
-        ring directly (``RingBuffer.atomic_append``) and does not come here."""
+        """A record only the ring wants, already packed (``textformat.pack_parts``): the
+        library's debug fast path, which builds no Record for a call that may never be read.
+        Not counted in ``received``, which counts routed records; with the compiled ring the
+        library appends to the ring directly (``RingBuffer.atomic_append``) and does not come
+        here."""
         with self._lock:
             ring = self.ring
             if ring is not None:
