@@ -70,11 +70,12 @@ class Context:
         return daemon
 
 
-def _two_process(receiver_pid: int, out_path: str, n: int, cmds: List[List[str]]) -> Sample:
+def _two_process(receiver_pid: int, out_path: str, n: int, cmds: List[List[str]],
+                 env: Optional[dict] = None) -> Sample:
     counter = peers.Counter(out_path)
     counter.poll()
     cpu0 = peers.cpu_seconds(receiver_pid)
-    procs = [peers.start_sender(cmd) for cmd in cmds]
+    procs = [peers.start_sender(cmd, env) for cmd in cmds]
     peers.go(procs)
     got, end = counter.wait(n)
     cpu1 = peers.cpu_seconds(receiver_pid)
@@ -118,14 +119,17 @@ def rsyslog_pysyslog(ctx: Context, n: int) -> Sample:
 
 
 # -- virlogd ---------------------------------------------------------------------------------
-def virlogd_py(ctx: Context, n: int, mode: str = "record", clients: int = 1) -> Sample:
-    """Python clients (virlogd's own Client / VirlogdHandler) -> daemon -> file."""
-    daemon = ctx.virlogd(f"virlogd-{mode}{clients}")
+def virlogd_py(ctx: Context, n: int, mode: str = "record", clients: int = 1,
+               pure: bool = False) -> Sample:
+    """Python clients (virlogd's own Client / VirlogdHandler) -> daemon -> file; *pure*: the
+    daemon and the clients without the compiled module (VIRLOGD_PURE_PYTHON=1)."""
+    env = {"VIRLOGD_PURE_PYTHON": "1"} if pure else {}
+    daemon = ctx.virlogd(f"virlogd-{mode}{clients}{'-pure' if pure else ''}", extra_env=env)
     try:
         out = os.path.join(daemon.dir, "out.log")
         cmds = [[PY, os.path.join(HERE, "pysender.py"), mode, daemon.socket, str(k),
                  str(MSGLEN)] for k in _split(n, clients)]
-        return _two_process(daemon.pid, out, n, cmds)
+        return _two_process(daemon.pid, out, n, cmds, dict(os.environ, **env) if pure else None)
     finally:
         daemon.stop()
 
