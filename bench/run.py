@@ -321,7 +321,7 @@ def render(rows, once, goal_list, info, args) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     out = ["# virlogd performance", "",
            "Written by `make bench` (`bench/run.py`); do not edit by hand. Method: "
-           "`../shared/reference/performance-anchors.md` — two-process rows time N records "
+           "two-process rows time N records "
            "from the sender's first send to the last line in the receiver's file (start-up "
            "excluded), every row runs several times interleaved with the others, each run "
            "after the files of the runs before it were removed and the disk synced, and every "
