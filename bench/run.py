@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import platform
 import shutil
 import subprocess
@@ -295,7 +296,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = render(rows, once, goals(rows, once, ctx.ready_times), info, args)
     print(text)
     if write:
-        with open(os.path.join(ROOT, "docs", "PERFORMANCE.md"), "w") as handle:
+        path = os.path.join(ROOT, "docs", "PERFORMANCE.md")
+        text += previous_goals(path)
+        with open(path, "w") as handle:
             handle.write(text)
         print(f"wrote {os.path.join(ROOT, 'docs', 'PERFORMANCE.md')}", file=sys.stderr)
     return 0
@@ -314,6 +317,21 @@ def steadiness_probe() -> float:
             total += i
         best = min(best, time.perf_counter() - t0)
     return best * 1e3
+
+
+def previous_goals(path: str) -> str:
+    """The goals of the run before, kept below this run's: a goal holds when it holds in two
+    runs, and one file then shows both (only the latest run's table of rows is kept)."""
+    try:
+        with open(path) as handle:
+            old = handle.read()
+    except OSError:
+        return ""
+    stamp = re.search(r"^Run (.*?) —", old, re.M)
+    goals = re.search(r"^## Goals\n\n(\|.*?\n)\n", old, re.S | re.M)
+    if stamp is None or goals is None or "(quick)" in stamp.group(1):
+        return ""
+    return f"\n## Goals of the run before ({stamp.group(1)})\n\n{goals.group(1)}"
 
 
 def render(rows, once, goal_list, info, args) -> str:
