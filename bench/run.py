@@ -82,7 +82,7 @@ ROWS: Dict[str, Spec] = {
     "v_c8": ("virlogd", "8 C clients, one frame per write() -> daemon -> file", "rate",
              "same clients as rsyslog's row", 200_000, 24_000,
              lambda c, n: S.virlogd_c(c, n, clients=8), False),
-    "v_batch": ("virlogd", "batching client: Client.send_frame(wire.encode_parts(...)) -> "
+    "v_batch": ("virlogd", "batching client: Client(direct=False).send_frame(wire.encode_parts(...)) -> "
                 "daemon -> file", "rate", "goal 3", 200_000, 20_000,
                 lambda c, n: S.virlogd_py(c, n, "frame"), False),
     "v_handler_e2e": ("virlogd", "stdlib logging + VirlogdHandler -> daemon -> file", "rate",
