@@ -195,12 +195,7 @@ class TestClient:
         dead: flush() (and so close() and the exit hook) notices the daemon's end is
         closed, reconnects and sends them again."""
         path = str(tmp_path / "sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(1)
-        client = Client(path)
-        assert client.open()
-        conn, _ = listener.accept()
+        listener, client, conn = _daemon_and_client(path)
         for i in range(3):
             client.send(Record(2, "last.words", f"bye {i}"))
         conn.close()                    # killed: the frames in its socket are thrown away
@@ -219,12 +214,7 @@ class TestClient:
     def test_records_a_killed_daemon_never_read_are_counted_when_none_comes_back(
             self, tmp_path, capsys):
         path = str(tmp_path / "sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(1)
-        client = Client(path)
-        assert client.open()
-        conn, _ = listener.accept()
+        listener, client, conn = _daemon_and_client(path)
         for i in range(2):
             client.send(Record(2, "last.words", f"bye {i}"))
         conn.close()
@@ -243,12 +233,7 @@ class TestClient:
         last flush reads the confirmation before the end of the stream, so nothing is sent
         again and nothing is reported, though no daemon is left to connect to."""
         path = str(tmp_path / "sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(1)
-        client = Client(path)
-        assert client.open()
-        conn, _ = listener.accept()
+        listener, client, conn = _daemon_and_client(path)
         for i in range(3):
             client.send(Record(2, "clean.stop", f"n {i}"))
         decoder, got = wire.FrameDecoder(), []
@@ -301,6 +286,18 @@ class TestClient:
                 client.wait()
         lines = re.findall(r": (\d+): info : (?:s : )?(\w+)$", log.read_text(), re.M)
         assert lines == [(str(client.pid), "one"), (str(client.pid), "two")]
+
+
+def _daemon_and_client(path: str):
+    """A bare listening socket standing for the daemon, a Client connected to it, and the
+    daemon's end of that connection."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    client = Client(path)
+    assert client.open()
+    conn, _ = listener.accept()
+    return listener, client, conn
 
 
 class TestHandler:
