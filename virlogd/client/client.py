@@ -352,7 +352,7 @@ class Client:
             data = b"".join(frames)
             sock.sendall(memoryview(data)[skip:] if skip else data)
         except OSError as err:
-            self.last_error = err.strerror or str(err)
+            self.last_error = self.refused or err.strerror or str(err)
             self._lost_connection(sock, frames)    # whole frames again, on a new connection
             return False
         self._replay.sent(frames)
@@ -411,7 +411,7 @@ class Client:
                 self._check_refusal(data)
                 self.last_error = self.refused or str(err)
             else:
-                self.last_error = err.strerror or str(err)
+                self.last_error = self.refused or err.strerror or str(err)
             self._lost_connection(sock, [])
             return False
         self._replay.reset()        # the end of file: the daemon routed all it read
@@ -422,7 +422,7 @@ class Client:
         """A socket that is not a daemon's client socket answers a greeting with a JSON
         line (virlogd's admin socket: ``{"ok": false, "error": ...}``): note it in
         ``refused`` (no daemon message starts with ``{"ok"``: that length would be some
-        2 GB)."""
+        2 GB). It stays ``last_error`` too: a write that fails after it is only its echo."""
         if not data.startswith(b'{"ok"'):
             return
         try:
@@ -458,7 +458,7 @@ class Client:
             sock.sendall(wire.HELLO_V3)
         except OSError as err:
             sock.close()
-            self.last_error = err.strerror or str(err)
+            self.last_error = self.refused or err.strerror or str(err)
             self._next_try = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             return False
