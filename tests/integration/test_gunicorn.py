@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,20 @@ APP = """
 
 def get(path: str, url: str) -> str:
     """One HTTP/1.0 GET over gunicorn's unix socket; the response's body."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    deadline = time.monotonic() + 30
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(30)
-        sock.connect(path)
+        try:
+            sock.connect(path)
+            break
+        except ConnectionRefusedError:
+            # gunicorn's own socket, while its master replaces the workers this test killed
+            # on a loaded machine (seen once in CI under two concurrent suites): try again
+            sock.close()
+            assert time.monotonic() < deadline, "gunicorn refused connections for 30 s"
+            time.sleep(0.1)
+    with sock:
         sock.sendall(f"GET {url} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
         data = b""
         while True:
