@@ -89,20 +89,10 @@ def test_every_request_of_gunicorn_sync_workers_arrives(tmp_path, mode):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     workers = set()
     try:
-        wait_for(lambda: server.poll() is not None or os.path.exists(bind), 30,
-                 "gunicorn to listen")
-        assert server.poll() is None, server.stderr.read().decode()
-        for n in range(REQUESTS):
-            worker = int(get(bind, f"/r{n}"))
-            workers.add(worker)
-            os.kill(worker, signal.SIGKILL)     # no flush, no exit hook
-        os.kill(server.pid, signal.SIGKILL)
-        server.wait(30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        server.stderr.close()
+        _serve(server, bind, workers)
+    except BaseException:
+        daemon.stop()                   # a failure here must not leave the daemon running
+        raise
 
     def served():
         text = log.read_text() if log.exists() else ""
@@ -118,3 +108,24 @@ def test_every_request_of_gunicorn_sync_workers_arrives(tmp_path, mode):
     assert {int(pid) for pid, _, _ in got} <= workers
     master = re.findall(r"app loaded in the master (\d+)$", log.read_text(), re.M)
     assert master == [str(server.pid)]      # once: no worker sends its parent's record again
+
+
+def _serve(server, bind: str, workers: set) -> None:
+    """Wait for gunicorn, send the requests (killing each worker that served one), then
+    kill the master; the server process is gone when this returns."""
+    try:
+        wait_for(lambda: server.poll() is not None or os.path.exists(bind), 30,
+                 "gunicorn to listen")
+        assert server.poll() is None, server.stderr.read().decode()
+        for n in range(REQUESTS):
+            worker = int(get(bind, f"/r{n}"))
+            workers.add(worker)
+            os.kill(worker, signal.SIGKILL)     # no flush, no exit hook
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stderr.close()
+
